@@ -1,0 +1,155 @@
+/**
+ * Every setting entgate reads, in one place: its environment variable, its default, its
+ * validation and its documentation. `src/config/load.ts` validates the environment against
+ * this table once at start; `npm run docs:settings` writes `.env.example` and the README's
+ * settings table from it (a unit test fails when they drift).
+ */
+import { z } from 'zod';
+
+export interface Setting {
+  /** Environment variable. */
+  env: string;
+  /** Default as it would be written in the environment; undefined = unset. */
+  default?: string;
+  /** Validates and converts the raw string. */
+  schema: z.ZodType;
+  /** One or two sentences for the README table and `.env.example`. */
+  doc: string;
+  /** Never printed, never logged. */
+  secret?: boolean;
+  /** Read by the CLI, not by the server. */
+  cliOnly?: boolean;
+}
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = (max: number) => z.coerce.number().int().min(1).max(max);
+const nonNegativeInt = (max: number) => z.coerce.number().int().min(0).max(max);
+const bool = z.stringbool({ truthy: ['true', '1', 'yes', 'on'], falsy: ['false', '0', 'no', 'off'] });
+
+export const settings = {
+  port: {
+    env: 'PORT',
+    default: '8080',
+    schema: port,
+    doc: 'TCP port of the HTTP listener (the rUS check, the admin API, health). 0 picks a free port.',
+  },
+  host: {
+    env: 'HOST',
+    default: '0.0.0.0',
+    schema: z.string().min(1),
+    doc: 'Address to listen on.',
+  },
+  dataDir: {
+    env: 'DATA_DIR',
+    default: './data',
+    schema: z.string().min(1),
+    doc: 'Directory of the embedded PostgreSQL (PGlite) database. Unused when DATABASE_URL is set.',
+  },
+  databaseUrl: {
+    env: 'DATABASE_URL',
+    schema: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+      .optional(),
+    doc: 'PostgreSQL connection URL. When set, entgate uses that server through `pg` instead of the embedded database.',
+    secret: true,
+  },
+  databasePoolMax: {
+    env: 'DATABASE_POOL_MAX',
+    default: '10',
+    schema: positiveInt(200),
+    doc: 'Maximum connections in the PostgreSQL pool (DATABASE_URL only).',
+  },
+  migrateOnStart: {
+    env: 'ENTGATE_MIGRATE_ON_START',
+    default: 'true',
+    schema: bool,
+    doc: 'Apply pending migrations when the server starts. When false, run `entgate migrate` before starting.',
+  },
+  keySecret: {
+    env: 'ENTGATE_KEY_SECRET',
+    schema: z.string().min(32, 'must be at least 32 characters').optional(),
+    doc: 'Secret for the keyed hash (HMAC-SHA-256) under which virtual keys are stored. When unset, one is generated once and kept in the database (a start-up warning says so); a secret held outside the database is stronger. Changing it makes every stored virtual key unknown.',
+    secret: true,
+  },
+  adminToken: {
+    env: 'ENTGATE_ADMIN_TOKEN',
+    schema: z.string().min(16, 'must be at least 16 characters').optional(),
+    doc: 'Bootstrap bearer token for the admin API (and the token the CLI sends). When unset the admin API refuses every request.',
+    secret: true,
+  },
+  requireClassMatch: {
+    env: 'ENTGATE_REQUIRE_CLASS_MATCH',
+    default: 'false',
+    schema: bool,
+    doc: "When true, a check is granted only if the request's `class` equals the entitlement's class (absent when the entitlement has none). The seed deprecates `class`, so the default decides on the key alone.",
+  },
+  cacheMaxEntries: {
+    env: 'ENTGATE_CACHE_MAX_ENTRIES',
+    default: '100000',
+    schema: nonNegativeInt(10_000_000),
+    doc: 'Capacity of the key cache (least recently used entries are evicted). 0 disables the cache.',
+  },
+  cacheTtlSeconds: {
+    env: 'ENTGATE_CACHE_TTL_SECONDS',
+    default: '30',
+    schema: positiveInt(86_400),
+    doc: 'How long a found virtual key is cached. Changes made through this process evict entries at once; this bounds staleness for changes made elsewhere.',
+  },
+  cacheNegativeTtlSeconds: {
+    env: 'ENTGATE_CACHE_NEGATIVE_TTL_SECONDS',
+    default: '5',
+    schema: positiveInt(86_400),
+    doc: 'How long an unknown virtual key is remembered as unknown.',
+  },
+  checkTimeoutMs: {
+    env: 'ENTGATE_CHECK_TIMEOUT_MS',
+    default: '2000',
+    schema: positiveInt(60_000),
+    doc: 'Longest a check may wait for its lookup before it is denied (Conary itself never times out).',
+  },
+  auditQueueMax: {
+    env: 'ENTGATE_AUDIT_QUEUE_MAX',
+    default: '50000',
+    schema: positiveInt(10_000_000),
+    doc: 'Most check events held in memory waiting to be written; past it new events are dropped and counted.',
+  },
+  auditBatchSize: {
+    env: 'ENTGATE_AUDIT_BATCH_SIZE',
+    default: '500',
+    schema: positiveInt(10_000),
+    doc: 'Most check events written in one statement.',
+  },
+  auditFlushMs: {
+    env: 'ENTGATE_AUDIT_FLUSH_MS',
+    default: '250',
+    schema: positiveInt(60_000),
+    doc: 'Longest time a check event waits in memory before it is written.',
+  },
+  shutdownTimeoutMs: {
+    env: 'ENTGATE_SHUTDOWN_TIMEOUT_MS',
+    default: '8000',
+    schema: positiveInt(60_000),
+    doc: 'On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.',
+  },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    default: 'info',
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    doc: 'pino log level. Check decisions are logged at debug; every decision is in the check_events table.',
+  },
+  url: {
+    env: 'ENTGATE_URL',
+    default: 'http://127.0.0.1:8080',
+    schema: z.url(),
+    doc: 'Base URL of the entgate server that the `entgate` CLI talks to.',
+    cliOnly: true,
+  },
+} as const satisfies Record<string, Setting>;
+
+export type SettingName = keyof typeof settings;
+
+/** The validated, converted configuration. */
+export type Config = {
+  readonly [K in Exclude<SettingName, 'url'>]: z.output<(typeof settings)[K]['schema']>;
+};

@@ -1,0 +1,16 @@
+import type { Knex } from 'knex';
+import * as initial from './20261123000000_initial.ts';
+
+/**
+ * The migrations, in order. Listed here rather than discovered on disk so that they load the
+ * same way under tsx, in tests and from an installed package. Add new ones at the end.
+ */
+const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [['20261123000000_initial', initial]];
+
+export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {
+  getMigrations: async () => [...migrations],
+  getMigrationName: (m) => m[0],
+  getMigration: async (m) => m[1],
+};
+
+export const latestMigration = migrations[migrations.length - 1]![0];

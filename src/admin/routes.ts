@@ -1,0 +1,86 @@
+import { Router, type Request } from 'express';
+import type { z } from 'zod';
+import { AppError, ValidationError } from '../errors.ts';
+import type { AdminService } from './service.ts';
+import { importError } from './service.ts';
+import { parseImportCsv } from './csv-import.ts';
+import {
+  describeIssues,
+  entitlementCreate,
+  entitlementPatch,
+  idParam,
+  virtualKeyCreate,
+  virtualKeyListQuery,
+  virtualKeyLookup,
+  virtualKeyPatch,
+} from './schemas.ts';
+
+function validate<S extends z.ZodType>(schema: S, value: unknown, what = 'request body'): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issues = describeIssues(parsed.error);
+    throw new ValidationError(`invalid ${what}: ${issues.join('; ')}`, issues);
+  }
+  return parsed.data;
+}
+
+const idOf = (req: Request) => validate(idParam, req.params.id, 'id');
+
+/**
+ * The admin REST API, mounted at /admin/v1 behind the bearer-token check. JSON in and out;
+ * errors are `{code, message}` with a stable code. Virtual keys are addressed by id; a key
+ * itself only ever travels in a request body.
+ */
+export function adminRoutes(admin: AdminService): Router {
+  const r = Router();
+
+  r.post('/entitlements', async (req, res) => {
+    res.status(201).json(await admin.createEntitlement(validate(entitlementCreate, req.body)));
+  });
+  r.get('/entitlements', async (_req, res) => {
+    res.json({ items: await admin.listEntitlements() });
+  });
+  r.get('/entitlements/:id', async (req, res) => {
+    res.json(await admin.getEntitlement(idOf(req)));
+  });
+  r.patch('/entitlements/:id', async (req, res) => {
+    res.json(await admin.updateEntitlement(idOf(req), validate(entitlementPatch, req.body)));
+  });
+  r.delete('/entitlements/:id', async (req, res) => {
+    await admin.deleteEntitlement(idOf(req));
+    res.status(204).end();
+  });
+
+  r.post('/virtual-keys', async (req, res) => {
+    res.status(201).json(await admin.createVirtualKey(validate(virtualKeyCreate, req.body)));
+  });
+  r.post('/virtual-keys/import', async (req, res) => {
+    if (typeof req.body !== 'string') {
+      throw new AppError(415, 'unsupported_media_type', 'send the import as Content-Type: text/csv');
+    }
+    const parsed = parseImportCsv(req.body);
+    if ('problems' in parsed) throw importError(parsed.problems);
+    res.status(201).json(await admin.importVirtualKeys(parsed.rows));
+  });
+  r.post('/virtual-keys/lookup', async (req, res) => {
+    res.json(await admin.findVirtualKey(validate(virtualKeyLookup, req.body).key));
+  });
+  r.get('/virtual-keys', async (req, res) => {
+    const q = validate(virtualKeyListQuery, req.query, 'query');
+    const items = await admin.listVirtualKeys({
+      limit: q.limit,
+      ...(q.entitlementId !== undefined && { entitlementId: q.entitlementId }),
+      ...(q.status !== undefined && { status: q.status }),
+      ...(q.cursor !== undefined && { afterId: q.cursor }),
+    });
+    res.json({ items, nextCursor: items.length === q.limit ? items[items.length - 1]!.id : null });
+  });
+  r.get('/virtual-keys/:id', async (req, res) => {
+    res.json(await admin.getVirtualKey(idOf(req)));
+  });
+  r.patch('/virtual-keys/:id', async (req, res) => {
+    res.json(await admin.updateVirtualKey(idOf(req), validate(virtualKeyPatch, req.body)));
+  });
+
+  return r;
+}

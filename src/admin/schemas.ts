@@ -1,0 +1,101 @@
+import { z } from 'zod';
+import { conaryValueProblem } from '../domain/conary-values.ts';
+import { serverPatternProblem } from '../domain/server-pattern.ts';
+import { normalizeCidr } from '../domain/ip.ts';
+import { virtualKeyProblem } from '../domain/virtual-key.ts';
+import { VIRTUAL_KEY_STATUSES } from '../domain/types.ts';
+
+/**
+ * The admin API's inputs. Everything that would let a stored value break the rUS answer is
+ * refused here, at creation, with a message that names the field and says why.
+ */
+const checked = (problem: (v: string) => string | undefined) =>
+  z.string().superRefine((v, ctx) => {
+    const p = problem(v);
+    if (p) ctx.addIssue({ code: 'custom', message: p });
+  });
+
+const conaryValue = checked(conaryValueProblem);
+const serverPattern = checked(serverPatternProblem);
+
+/** An ISO-8601 time with a zone (`2027-01-31T12:00:00Z`) or a date (`2027-01-31`, midnight UTC). */
+export const isoTime = z
+  .union([z.iso.datetime({ offset: true }), z.iso.date()], {
+    error: 'must be an ISO-8601 time with a zone (2027-01-31T12:00:00Z) or a date (2027-01-31)',
+  })
+  .transform((v) => new Date(v.length === 10 ? `${v}T00:00:00Z` : v));
+
+export const cidr = z.string().transform((v, ctx) => {
+  const r = normalizeCidr(v);
+  if ('problem' in r) {
+    ctx.addIssue({ code: 'custom', message: r.problem });
+    return z.NEVER;
+  }
+  return r.cidr;
+});
+
+const id = z.coerce.number().int().positive().max(2_147_483_647);
+
+export const entitlementCreate = z.strictObject({
+  server: serverPattern,
+  key: conaryValue,
+  class: conaryValue.nullable().optional(),
+  description: z.string().max(1000).optional(),
+});
+
+export const entitlementPatch = entitlementCreate
+  .partial()
+  .refine((p) => Object.keys(p).length > 0, { message: 'nothing to change' });
+
+export const cacheTimeout = z.number().int().min(0).max(31_536_000);
+
+const virtualKeyFields = {
+  notBefore: isoTime.nullable().optional(),
+  expiresAt: isoTime.nullable().optional(),
+  allowedCidrs: z.array(cidr).max(100).optional(),
+  cacheTimeout: cacheTimeout.nullable().optional(),
+  retry: z.boolean().optional(),
+  customerRef: z.string().min(1).max(255).nullable().optional(),
+};
+
+const windowIsOpen = (v: { notBefore?: Date | null; expiresAt?: Date | null }) =>
+  !(v.notBefore && v.expiresAt && v.notBefore.getTime() >= v.expiresAt.getTime());
+const windowMessage = { message: 'notBefore must be earlier than expiresAt', path: ['expiresAt'] };
+
+export const virtualKeyCreate = z
+  .strictObject({
+    entitlementId: id,
+    /** Omitted: entgate generates one (shown once). */
+    key: checked(virtualKeyProblem).optional(),
+    ...virtualKeyFields,
+  })
+  .refine(windowIsOpen, windowMessage);
+
+export const virtualKeyPatch = z
+  .strictObject({
+    entitlementId: id.optional(),
+    status: z.enum(VIRTUAL_KEY_STATUSES).optional(),
+    ...virtualKeyFields,
+  })
+  .refine((p) => Object.keys(p).length > 0, { message: 'nothing to change' })
+  .refine(windowIsOpen, windowMessage);
+
+export const virtualKeyLookup = z.strictObject({ key: z.string().min(1).max(255) });
+
+export const virtualKeyListQuery = z.strictObject({
+  entitlementId: id.optional(),
+  status: z.enum(VIRTUAL_KEY_STATUSES).optional(),
+  cursor: id.optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+export const idParam = id;
+
+export type EntitlementCreate = z.output<typeof entitlementCreate>;
+export type VirtualKeyCreate = z.output<typeof virtualKeyCreate>;
+export type VirtualKeyPatchInput = z.output<typeof virtualKeyPatch>;
+
+/** Formats zod issues as `field: message` lines. */
+export function describeIssues(error: z.ZodError): string[] {
+  return error.issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message));
+}

@@ -1,0 +1,248 @@
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { settings } from '../../config/settings.ts';
+import { loadConfig } from '../config/load.ts';
+import { ConfigError } from '../errors.ts';
+import { createLogger } from '../logger.ts';
+import { startService } from '../service.ts';
+import { openDatabase, migrate } from '../store/db.ts';
+import type { Entitlement, VirtualKey } from '../domain/types.ts';
+import { AdminClient } from './api-client.ts';
+import { CliError, printJson, printTable } from './output.ts';
+
+const program = new Command('entgate')
+  .description('entitlement gateway: the rUS external entitlement check, with keys managed through the admin API')
+  .showSuggestionAfterError()
+  .exitOverride();
+
+const client = () =>
+  new AdminClient(process.env[settings.url.env] || settings.url.default, process.env[settings.adminToken.env] || undefined);
+
+function positiveInt(flag: string) {
+  return (value: string) => {
+    if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 2_147_483_647) {
+      throw new CliError(`${flag} must be a positive integer, not '${value}'`);
+    }
+    return Number(value);
+  };
+}
+
+function nonNegativeInt(flag: string) {
+  return (value: string) => {
+    if (!/^\d+$/.test(value)) throw new CliError(`${flag} must be a whole number of seconds, not '${value}'`);
+    return Number(value);
+  };
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+program
+  .command('serve')
+  .description('run the server (what npm start runs); configured by environment variables, see .env.example')
+  .action(async () => {
+    const config = loadConfig();
+    const logger = createLogger(config.logLevel);
+    const service = await startService(config, logger);
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'shutting down');
+      // Whatever happens, the process is gone within 10 s of the signal.
+      setTimeout(() => {
+        logger.error('shutdown took too long; exiting');
+        process.exit(1);
+      }, 10_000).unref();
+      service.close().then(
+        () => process.exit(0),
+        (err: Error) => {
+          logger.error({ err: err.message }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+program
+  .command('migrate')
+  .description('apply pending database migrations (the embedded database only while the server is stopped)')
+  .action(async () => {
+    const config = loadConfig();
+    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 2 });
+    try {
+      const applied = await migrate(db);
+      process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'already current\n');
+    } finally {
+      await db.close();
+    }
+  });
+
+const entitlement = program.command('entitlement').description('real entitlements (server pattern, class, key)');
+
+entitlement
+  .command('add')
+  .description('create an entitlement; prints its id')
+  .requiredOption('--server <pattern>', "repository host name, '*.domain' or '*'")
+  .requiredOption('--key <real key>', 'the real entitlement key, as in the repository')
+  .option('--class <class>', 'entitlement class (informational for Conary)')
+  .option('--description <text>', 'free text for people')
+  .option('--json', 'print the record as JSON')
+  .action(async (o: { server: string; key: string; class?: string; description?: string; json?: boolean }) => {
+    const created = await client().request<Entitlement>('POST', '/entitlements', {
+      server: o.server,
+      key: o.key,
+      ...(o.class !== undefined && { class: o.class }),
+      ...(o.description !== undefined && { description: o.description }),
+    });
+    if (o.json) printJson(created);
+    else process.stdout.write(`${created.id}\n`);
+  });
+
+entitlement
+  .command('list')
+  .description('list entitlements')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { items } = await client().request<{ items: Entitlement[] }>('GET', '/entitlements');
+    if (o.json) printJson(items);
+    else printTable(items as unknown as Record<string, unknown>[], ['id', 'server', 'class', 'key', 'description']);
+  });
+
+entitlement
+  .command('delete <id>')
+  .description('delete an entitlement that no virtual key uses')
+  .action(async (id: string) => {
+    await client().request('DELETE', `/entitlements/${positiveInt('<id>')(id)}`);
+  });
+
+const vkey = program.command('vkey').description('virtual keys: the keys clients present, mapped to an entitlement');
+
+vkey
+  .command('add')
+  .description('map a virtual key to an entitlement; prints its id (and a generated key, once)')
+  .requiredOption('--entitlement <id>', 'entitlement id', positiveInt('--entitlement'))
+  .option('--key <key>', 'the virtual key (a CRM customer id, say); generated when left out')
+  .option('--expires <time>', 'ISO-8601 time or date after which the key is refused')
+  .option('--not-before <time>', 'ISO-8601 time or date before which the key is refused')
+  .option('--allow-ip <cidr>', 'allow only clients in this range (repeatable)', collect)
+  .option('--cache-timeout <seconds>', 'seconds Conary may cache a grant', nonNegativeInt('--cache-timeout'))
+  .option('--no-retry', 'when the cached grant expires, Conary reports a timeout instead of asking again')
+  .option('--customer <ref>', 'customer reference, for people')
+  .option('--json', 'print the record as JSON')
+  .action(
+    async (o: {
+      entitlement: number;
+      key?: string;
+      expires?: string;
+      notBefore?: string;
+      allowIp?: string[];
+      cacheTimeout?: number;
+      retry: boolean;
+      customer?: string;
+      json?: boolean;
+    }) => {
+      const created = await client().request<VirtualKey & { key: string }>('POST', '/virtual-keys', {
+        entitlementId: o.entitlement,
+        ...(o.key !== undefined && { key: o.key }),
+        ...(o.expires !== undefined && { expiresAt: o.expires }),
+        ...(o.notBefore !== undefined && { notBefore: o.notBefore }),
+        ...(o.allowIp !== undefined && { allowedCidrs: o.allowIp }),
+        ...(o.cacheTimeout !== undefined && { cacheTimeout: o.cacheTimeout }),
+        ...(o.retry === false && { retry: false }),
+        ...(o.customer !== undefined && { customerRef: o.customer }),
+      });
+      if (o.json) {
+        printJson(created);
+      } else {
+        process.stdout.write(`${created.id}\n`);
+        if (o.key === undefined) process.stdout.write(`virtual key (shown once): ${created.key}\n`);
+      }
+    },
+  );
+
+vkey
+  .command('list')
+  .description('list virtual keys (hints only: keys are never stored)')
+  .option('--entitlement <id>', 'only keys of this entitlement', positiveInt('--entitlement'))
+  .addOption(new Option('--status <status>', 'only keys in this status').choices(['active', 'suspended', 'revoked']))
+  .option('--json', 'print JSON')
+  .action(async (o: { entitlement?: number; status?: string; json?: boolean }) => {
+    const items: VirtualKey[] = [];
+    let cursor: number | null = null;
+    do {
+      const params = new URLSearchParams({ limit: '1000' });
+      if (o.entitlement !== undefined) params.set('entitlementId', String(o.entitlement));
+      if (o.status !== undefined) params.set('status', o.status);
+      if (cursor !== null) params.set('cursor', String(cursor));
+      const page: { items: VirtualKey[]; nextCursor: number | null } = await client().request('GET', `/virtual-keys?${params}`);
+      items.push(...page.items);
+      cursor = page.nextCursor;
+    } while (cursor !== null);
+    if (o.json) printJson(items);
+    else {
+      printTable(items as unknown as Record<string, unknown>[], [
+        'id',
+        'entitlementId',
+        'hint',
+        'status',
+        'notBefore',
+        'expiresAt',
+        'allowedCidrs',
+        'cacheTimeout',
+        'customerRef',
+        'lastUsedAt',
+      ]);
+    }
+  });
+
+for (const [action, status, past] of [
+  ['revoke', 'revoked', 'revoked'],
+  ['suspend', 'suspended', 'suspended'],
+  ['resume', 'active', 'resumed'],
+] as const) {
+  vkey
+    .command(`${action} [key]`)
+    .description(`${action} a virtual key, given the key itself or --id${action === 'revoke' ? ' (final)' : ''}`)
+    .option('--id <id>', 'the virtual key id instead of the key', positiveInt('--id'))
+    .action(async (key: string | undefined, o: { id?: number }) => {
+      const api = client();
+      if ((key === undefined) === (o.id === undefined)) throw new CliError('give either the virtual key or --id <id>');
+      const id = o.id ?? (await api.request<VirtualKey>('POST', '/virtual-keys/lookup', { key })).id;
+      const updated = await api.request<VirtualKey>('PATCH', `/virtual-keys/${id}`, { status });
+      process.stdout.write(`${past} virtual key ${updated.id} (${updated.hint})\n`);
+    });
+}
+
+vkey
+  .command('import <file>')
+  .description(
+    'import virtual keys from CSV, all or nothing. Header: key,entitlement_id[,not_before,expires_at,allowed_cidrs,cache_timeout,retry,customer_ref] ' +
+      '(allowed_cidrs separated by spaces; retry true|false)',
+  )
+  .option('--json', 'print the result as JSON')
+  .action(async (file: string, o: { json?: boolean }) => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const result = await client().request<{ imported: number; ids: number[] }>('POST', '/virtual-keys/import', text, 'text/csv');
+    if (o.json) printJson(result);
+    else process.stdout.write(`imported ${result.imported} virtual keys\n`);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // commander has printed its own one-line message
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
+  const message =
+    err instanceof CliError || err instanceof ConfigError ? err.message.replace(/\n\s*/g, '; ') : (err as Error).message;
+  process.stderr.write(`entgate: ${message}\n`);
+  process.exit(err instanceof CliError ? err.exitCode : 1);
+}

@@ -1,0 +1,28 @@
+import { settings, type Config, type SettingName } from '../../config/settings.ts';
+import { ConfigError } from '../errors.ts';
+
+/**
+ * Validates the environment against the settings table. Every bad value is reported,
+ * one line each, naming the variable; the result is frozen.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [name, setting] of Object.entries(settings) as [SettingName, (typeof settings)[SettingName]][]) {
+    if ('cliOnly' in setting && setting.cliOnly) continue;
+    const raw = env[setting.env];
+    const value = raw === undefined || raw === '' ? ('default' in setting ? setting.default : undefined) : raw;
+    const parsed = setting.schema.safeParse(value);
+    if (parsed.success) {
+      out[name] = parsed.data;
+    } else {
+      const shown = 'secret' in setting && setting.secret ? '(hidden)' : JSON.stringify(value);
+      const reason = parsed.error.issues.map((i) => i.message).join('; ');
+      problems.push(`${setting.env}=${shown}: ${reason}`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+  return Object.freeze(out) as Config;
+}

@@ -1,0 +1,96 @@
+import { randomUUID } from 'node:crypto';
+import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
+import { AppError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { adminRoutes } from '../admin/routes.ts';
+import { requireAdminToken } from '../admin/auth.ts';
+import type { AdminService } from '../admin/service.ts';
+
+export interface AppDeps {
+  admin: AdminService;
+  adminToken: string | undefined;
+  logger: Logger;
+  /** Readiness: the database answers and migrations are applied. */
+  ready: () => Promise<{ ok: boolean; checks: Record<string, unknown> }>;
+  isClosing: () => boolean;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Everything but the rUS check: health, readiness and the admin API. */
+export function createApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.use(requestContext(deps.logger, deps.isClosing));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const { ok, checks } = deps.isClosing() ? { ok: false, checks: { shuttingDown: true } } : await deps.ready();
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', ...checks });
+  });
+
+  app.use(
+    '/admin/v1',
+    requireAdminToken(deps.adminToken),
+    express.json({ limit: '1mb' }),
+    express.text({ type: 'text/csv', limit: '32mb' }),
+    adminRoutes(deps.admin),
+  );
+
+  app.use((req, _res, next) => next(new AppError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
+  app.use(errorHandler(deps.logger));
+  return app;
+}
+
+function requestContext(logger: Logger, isClosing: () => boolean): RequestHandler {
+  return (req, res, next) => {
+    const given = req.headers['x-request-id'];
+    const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    res.locals.requestId = id;
+    res.locals.log = logger.child({ requestId: id });
+    res.setHeader('X-Request-Id', id);
+    if (isClosing()) res.setHeader('Connection', 'close');
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      if (req.path === '/healthz' || req.path === '/readyz') return;
+      (res.locals.log as Logger).info(
+        { method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+        'request',
+      );
+    });
+    next();
+  };
+}
+
+/** The one terminal handler: AppErrors as `{code, message}`, everything else a logged 500. */
+function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (err, _req, res, _next) => {
+    const log: Logger = res.locals.log ?? logger;
+    let error: AppError;
+    if (err instanceof AppError) {
+      error = err;
+    } else if (isBodyParserError(err)) {
+      error =
+        err.type === 'entity.too.large'
+          ? new AppError(413, 'payload_too_large', 'request body is too large')
+          : new AppError(400, 'invalid_json', 'request body is not valid JSON');
+    } else {
+      log.error({ err }, 'unhandled error');
+      error = new AppError(500, 'internal_error', 'internal error');
+    }
+    if (res.headersSent) return;
+    res.status(error.status).json({
+      code: error.code,
+      message: error.expose ? error.message : 'internal error',
+      ...(error.details !== undefined && error.expose ? { details: error.details } : {}),
+      requestId: res.locals.requestId,
+    });
+  };
+}
+
+function isBodyParserError(err: unknown): err is { type: string; status: number } {
+  return typeof err === 'object' && err !== null && typeof (err as { type?: unknown }).type === 'string' && 'status' in err;
+}

@@ -1,0 +1,151 @@
+import type { Knex } from 'knex';
+import type { Logger } from '../logger.ts';
+
+export interface CheckEvent {
+  occurredAt: Date;
+  server: string | null;
+  class: string | null;
+  keyHint: string | null;
+  virtualKeyId: number | null;
+  remoteIp: string | null;
+  callerIp: string | null;
+  decision: 'granted' | 'denied' | 'invalid';
+  reason: string | null;
+  resolver: string | null;
+  latencyUs: number;
+}
+
+export interface CheckEventWriterOptions {
+  maxQueue: number;
+  batchSize: number;
+  flushMs: number;
+  /** Called after each written batch with the granted uses, to record last-used times. */
+  onWritten?: (uses: Map<number, Date>) => Promise<void>;
+}
+
+export interface CheckEventStats {
+  queued: number;
+  written: number;
+  dropped: number;
+  failedBatches: number;
+}
+
+/**
+ * Writes check events off the request path. `record()` only appends to a bounded in-memory
+ * queue, so a slow or absent database never delays a check and never grows memory without
+ * limit: past `maxQueue` new events are dropped and counted. A single writer drains the queue
+ * in batches (one multi-row INSERT ... SELECT FROM unnest(...) each) every `flushMs`, or sooner
+ * once a batch is full. A batch that fails is retried once, then dropped and counted.
+ */
+export class CheckEventWriter {
+  private queue: CheckEvent[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private draining: Promise<void> | undefined;
+  private stopped = false;
+  private readonly stats = { written: 0, dropped: 0, failedBatches: 0 };
+  private lastDropReport = 0;
+
+  constructor(
+    private readonly knex: Knex,
+    private readonly logger: Logger,
+    private readonly options: CheckEventWriterOptions,
+  ) {}
+
+  record(event: CheckEvent): void {
+    if (this.stopped || this.queue.length >= this.options.maxQueue) {
+      this.stats.dropped++;
+      this.reportDrops();
+      return;
+    }
+    this.queue.push(event);
+    if (this.queue.length >= this.options.batchSize) this.kick();
+    else this.timer ??= setTimeout(() => this.kick(), this.options.flushMs).unref();
+  }
+
+  getStats(): CheckEventStats {
+    return { queued: this.queue.length, ...this.stats };
+  }
+
+  /** Writes everything queued so far; resolves when it is written (or dropped). */
+  async flush(): Promise<void> {
+    while (this.queue.length > 0 || this.draining) {
+      this.kick();
+      await this.draining;
+    }
+  }
+
+  /** Stops accepting events and writes what is queued. */
+  async close(): Promise<void> {
+    await this.flush();
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private kick(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.draining || this.queue.length === 0) return;
+    this.draining = this.drain().finally(() => {
+      this.draining = undefined;
+      if (this.queue.length > 0) this.timer ??= setTimeout(() => this.kick(), 0).unref();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.options.batchSize);
+      if (!(await this.writeBatch(batch)) && !(await this.writeBatch(batch))) {
+        this.stats.failedBatches++;
+        this.stats.dropped += batch.length;
+        this.reportDrops();
+      }
+    }
+  }
+
+  private async writeBatch(batch: CheckEvent[]): Promise<boolean> {
+    // Arrays with nulls are fine for PostgreSQL; knex's binding type is narrower than the drivers.
+    const col = <K extends keyof CheckEvent>(k: K) => batch.map((e) => e[k]) as unknown as string[];
+    try {
+      await this.knex.raw(
+        `insert into check_events
+           (occurred_at, server, class, key_hint, virtual_key_id, remote_ip, caller_ip, decision, reason, resolver, latency_us)
+         select * from unnest(?::timestamptz[], ?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::text[],
+                              ?::text[], ?::text[], ?::text[], ?::int[])`,
+        [
+          batch.map((e) => e.occurredAt.toISOString()),
+          col('server'),
+          col('class'),
+          col('keyHint'),
+          col('virtualKeyId'),
+          col('remoteIp'),
+          col('callerIp'),
+          col('decision'),
+          col('reason'),
+          col('resolver'),
+          col('latencyUs'),
+        ],
+      );
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message, events: batch.length }, 'check events not written');
+      return false;
+    }
+    this.stats.written += batch.length;
+    if (this.options.onWritten) {
+      const uses = new Map<number, Date>();
+      for (const e of batch) {
+        if (e.decision === 'granted' && e.virtualKeyId !== null) uses.set(e.virtualKeyId, e.occurredAt);
+      }
+      await this.options.onWritten(uses).catch((err: Error) => this.logger.warn({ err: err.message }, 'last-used times not recorded'));
+    }
+    return true;
+  }
+
+  private reportDrops(): void {
+    const now = Date.now();
+    if (now - this.lastDropReport < 10_000) return;
+    this.lastDropReport = now;
+    this.logger.warn({ dropped: this.stats.dropped, queued: this.queue.length }, 'check events dropped');
+  }
+}

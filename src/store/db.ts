@@ -1,0 +1,125 @@
+import { mkdirSync, openSync, readFileSync, rmSync, writeSync, closeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import knexFactory, { type Knex } from 'knex';
+import ClientPgLite from 'knex-pglite';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import type { Logger } from '../logger.ts';
+import { migrationSource, latestMigration } from '../../migrations/index.ts';
+
+// int8 (counts, bigint ids) as numbers on both drivers; PGlite already does so.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export interface Database {
+  knex: Knex;
+  kind: 'postgres' | 'pglite';
+  /** Where the data lives, for messages: the data directory or the server's host. */
+  location: string;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  databaseUrl?: string | undefined;
+  dataDir: string;
+  poolMax?: number;
+}
+
+/**
+ * Opens PostgreSQL through `pg` when a URL is given, otherwise the embedded PGlite database in
+ * `dataDir`. PGlite is single-process: a lock file in the data directory stops a second
+ * process (a second server, or `entgate migrate` while the server runs) from opening it.
+ */
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  if (options.databaseUrl) {
+    const knex = knexFactory({
+      client: 'pg',
+      connection: { connectionString: options.databaseUrl, statement_timeout: 10_000 },
+      pool: { min: 0, max: options.poolMax ?? 10 },
+      acquireConnectionTimeout: 10_000,
+    });
+    const url = new URL(options.databaseUrl);
+    return { knex, kind: 'postgres', location: `${url.hostname}:${url.port || 5432}${url.pathname}`, close: () => knex.destroy() };
+  }
+
+  const dir = resolve(options.dataDir);
+  mkdirSync(dir, { recursive: true });
+  const releaseLock = acquireDirectoryLock(dir);
+  try {
+    const pglite = new PGlite(dir);
+    await pglite.waitReady;
+    const knex = knexFactory({
+      client: ClientPgLite as unknown as typeof Knex.Client,
+      dialect: 'postgres',
+      connection: () => ({ pglite }) as object,
+    });
+    return {
+      knex,
+      kind: 'pglite',
+      location: dir,
+      close: async () => {
+        await knex.destroy();
+        if (!pglite.closed) await pglite.close();
+        releaseLock();
+      },
+    };
+  } catch (err) {
+    releaseLock();
+    throw err;
+  }
+}
+
+function acquireDirectoryLock(dir: string): () => void {
+  const lockPath = join(dir, 'entgate.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockPath, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(lockPath, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(readFileSync(lockPath, 'utf8').trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+        throw new Error(
+          `the embedded database in ${dir} is in use by process ${holder}; stop it first, or use DATABASE_URL for several processes`,
+        );
+      }
+      rmSync(lockPath, { force: true }); // stale: its process is gone
+    }
+  }
+  throw new Error(`could not lock ${lockPath}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Applies pending migrations. Several instances starting at once on one PostgreSQL are
+ * serialised by knex's lock table; a loser waits and retries rather than failing start-up.
+ */
+export async function migrate(db: Database, logger?: Logger): Promise<string[]> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const [, applied] = (await db.knex.migrate.latest({ migrationSource })) as [number, string[]];
+      if (applied.length > 0) logger?.info({ applied }, 'migrations applied');
+      return applied;
+    } catch (err) {
+      const locked = (err as Error).name === 'MigrationLocked';
+      if (!locked || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** True when the database answers and every known migration has been applied. */
+export async function migrationsCurrent(db: Database): Promise<boolean> {
+  const version = await db.knex.migrate.currentVersion({ migrationSource });
+  return version === latestMigration.split('_')[0];
+}

@@ -1,0 +1,219 @@
+import type { Knex } from 'knex';
+import type { KeyMapping, VirtualKey, VirtualKeyStatus } from '../domain/types.ts';
+import { toEntitlement } from './entitlements-repo.ts';
+
+interface VirtualKeyRow {
+  id: number;
+  entitlement_id: number;
+  key_hash: string;
+  key_hint: string;
+  status: VirtualKeyStatus;
+  not_before: Date | null;
+  expires_at: Date | null;
+  allowed_cidrs: string[];
+  cache_timeout_seconds: number | null;
+  cache_retry: boolean;
+  customer_ref: string | null;
+  created_at: Date;
+  updated_at: Date;
+  last_used_at: Date | null;
+}
+
+/** A new virtual key as stored: the key itself is already reduced to its hash and hint. */
+export interface VirtualKeyInput {
+  entitlementId: number;
+  keyHash: string;
+  hint: string;
+  status?: VirtualKeyStatus;
+  notBefore: Date | null;
+  expiresAt: Date | null;
+  allowedCidrs: string[];
+  cacheTimeout: number | null;
+  retry: boolean;
+  customerRef: string | null;
+}
+
+export type VirtualKeyPatch = Partial<
+  Pick<VirtualKey, 'status' | 'notBefore' | 'expiresAt' | 'allowedCidrs' | 'cacheTimeout' | 'retry' | 'customerRef' | 'entitlementId'>
+>;
+
+const VK_COLUMNS = [
+  'id',
+  'entitlement_id',
+  'key_hint',
+  'status',
+  'not_before',
+  'expires_at',
+  'allowed_cidrs',
+  'cache_timeout_seconds',
+  'cache_retry',
+  'customer_ref',
+  'created_at',
+  'updated_at',
+  'last_used_at',
+] as const;
+
+function toVirtualKey(row: Omit<VirtualKeyRow, 'key_hash'>): VirtualKey {
+  return {
+    id: row.id,
+    entitlementId: row.entitlement_id,
+    hint: row.key_hint,
+    status: row.status,
+    notBefore: row.not_before,
+    expiresAt: row.expires_at,
+    allowedCidrs: row.allowed_cidrs ?? [],
+    cacheTimeout: row.cache_timeout_seconds,
+    retry: row.cache_retry,
+    customerRef: row.customer_ref,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    lastUsedAt: row.last_used_at,
+  };
+}
+
+function patchToRow(patch: VirtualKeyPatch): Partial<VirtualKeyRow> {
+  const row: Partial<VirtualKeyRow> = {};
+  if (patch.entitlementId !== undefined) row.entitlement_id = patch.entitlementId;
+  if (patch.status !== undefined) row.status = patch.status;
+  if (patch.notBefore !== undefined) row.not_before = patch.notBefore;
+  if (patch.expiresAt !== undefined) row.expires_at = patch.expiresAt;
+  if (patch.allowedCidrs !== undefined) row.allowed_cidrs = patch.allowedCidrs;
+  if (patch.cacheTimeout !== undefined) row.cache_timeout_seconds = patch.cacheTimeout;
+  if (patch.retry !== undefined) row.cache_retry = patch.retry;
+  if (patch.customerRef !== undefined) row.customer_ref = patch.customerRef;
+  return row;
+}
+
+export interface ListVirtualKeysQuery {
+  entitlementId?: number;
+  status?: VirtualKeyStatus;
+  /** Return keys with an id greater than this (cursor pagination, ascending ids). */
+  afterId?: number;
+  limit: number;
+}
+
+export class VirtualKeysRepo {
+  constructor(private readonly knex: Knex) {}
+
+  async createMany(inputs: VirtualKeyInput[], trx: Knex = this.knex): Promise<VirtualKey[]> {
+    if (inputs.length === 0) return [];
+    const rows = inputs.map((i) => ({
+      entitlement_id: i.entitlementId,
+      key_hash: i.keyHash,
+      key_hint: i.hint,
+      status: i.status ?? 'active',
+      not_before: i.notBefore,
+      expires_at: i.expiresAt,
+      allowed_cidrs: i.allowedCidrs,
+      cache_timeout_seconds: i.cacheTimeout,
+      cache_retry: i.retry,
+      customer_ref: i.customerRef,
+    }));
+    const out: VirtualKey[] = [];
+    for (let i = 0; i < rows.length; i += 1000) {
+      const inserted = await trx('virtual_keys')
+        .insert(rows.slice(i, i + 1000))
+        .returning(VK_COLUMNS as unknown as string[]);
+      out.push(...(inserted as VirtualKeyRow[]).map(toVirtualKey));
+    }
+    return out;
+  }
+
+  async get(id: number): Promise<VirtualKey | undefined> {
+    const row = await this.knex('virtual_keys').where({ id }).first(VK_COLUMNS);
+    return row ? toVirtualKey(row as VirtualKeyRow) : undefined;
+  }
+
+  async findByHash(keyHash: string): Promise<VirtualKey | undefined> {
+    const row = await this.knex('virtual_keys').where({ key_hash: keyHash }).first(VK_COLUMNS);
+    return row ? toVirtualKey(row as VirtualKeyRow) : undefined;
+  }
+
+  /** Which of these hashes are already stored (for imports that must not collide). */
+  async existingHashes(hashes: string[], trx: Knex = this.knex): Promise<Set<string>> {
+    const found = new Set<string>();
+    for (let i = 0; i < hashes.length; i += 1000) {
+      const rows = await trx('virtual_keys').whereIn('key_hash', hashes.slice(i, i + 1000)).select('key_hash');
+      for (const r of rows as { key_hash: string }[]) found.add(r.key_hash);
+    }
+    return found;
+  }
+
+  /** The check's lookup: one indexed query for the key and its entitlement. */
+  async findMappingByHash(keyHash: string): Promise<KeyMapping | undefined> {
+    const row = await this.knex('virtual_keys as v')
+      .join('entitlements as e', 'e.id', 'v.entitlement_id')
+      .where('v.key_hash', keyHash)
+      .first(
+        ...VK_COLUMNS.map((c) => `v.${c}`),
+        'e.server_pattern',
+        'e.class',
+        'e.real_key',
+        'e.description',
+        'e.created_at as e_created_at',
+        'e.updated_at as e_updated_at',
+      );
+    if (!row) return undefined;
+    const r = row as VirtualKeyRow & {
+      server_pattern: string;
+      class: string | null;
+      real_key: string;
+      description: string;
+      e_created_at: Date;
+      e_updated_at: Date;
+    };
+    return {
+      virtualKey: toVirtualKey(r),
+      entitlement: toEntitlement({
+        id: r.entitlement_id,
+        server_pattern: r.server_pattern,
+        class: r.class,
+        real_key: r.real_key,
+        description: r.description,
+        created_at: r.e_created_at,
+        updated_at: r.e_updated_at,
+      }),
+    };
+  }
+
+  async list(query: ListVirtualKeysQuery): Promise<VirtualKey[]> {
+    const q = this.knex('virtual_keys').select(VK_COLUMNS).orderBy('id').limit(query.limit);
+    if (query.entitlementId !== undefined) q.where('entitlement_id', query.entitlementId);
+    if (query.status !== undefined) q.where('status', query.status);
+    if (query.afterId !== undefined) q.where('id', '>', query.afterId);
+    return ((await q) as VirtualKeyRow[]).map(toVirtualKey);
+  }
+
+  /** Returns the changed key and its hash (which never changes), so callers can evict it. */
+  async update(id: number, patch: VirtualKeyPatch): Promise<{ keyHash: string; virtualKey: VirtualKey } | undefined> {
+    const [row] = await this.knex('virtual_keys')
+      .where({ id })
+      .update({ ...patchToRow(patch), updated_at: this.knex.fn.now() })
+      .returning([...VK_COLUMNS, 'key_hash']);
+    if (!row) return undefined;
+    const r = row as VirtualKeyRow;
+    return { keyHash: r.key_hash, virtualKey: toVirtualKey(r) };
+  }
+
+  async hashOf(id: number): Promise<string | undefined> {
+    const row = await this.knex('virtual_keys').where({ id }).first('key_hash');
+    return (row as { key_hash: string } | undefined)?.key_hash;
+  }
+
+  async hashesOfEntitlement(entitlementId: number): Promise<string[]> {
+    const rows = await this.knex('virtual_keys').where({ entitlement_id: entitlementId }).select('key_hash');
+    return (rows as { key_hash: string }[]).map((r) => r.key_hash);
+  }
+
+  /** Records use without a write per check: one statement per batch of granted checks. */
+  async touchLastUsed(uses: Map<number, Date>): Promise<void> {
+    if (uses.size === 0) return;
+    const ids = [...uses.keys()];
+    const times = ids.map((id) => uses.get(id)!.toISOString());
+    await this.knex.raw(
+      `update virtual_keys v set last_used_at = greatest(coalesce(v.last_used_at, u.t), u.t)
+         from unnest(?::int[], ?::timestamptz[]) as u(id, t) where v.id = u.id`,
+      [ids, times],
+    );
+  }
+}
