@@ -21,9 +21,15 @@ export interface Setting {
   cliOnly?: boolean;
 }
 
-const port = z.coerce.number().int().min(0).max(65535);
-const positiveInt = (max: number) => z.coerce.number().int().min(1).max(max);
-const nonNegativeInt = (max: number) => z.coerce.number().int().min(0).max(max);
+const integer = (min: number, max: number) =>
+  z.coerce
+    .number({ error: `must be a whole number from ${min} to ${max}` })
+    .int({ error: `must be a whole number from ${min} to ${max}` })
+    .min(min, { error: `must be a whole number from ${min} to ${max}` })
+    .max(max, { error: `must be a whole number from ${min} to ${max}` });
+const port = integer(0, 65535);
+const positiveInt = (max: number) => integer(1, max);
+const nonNegativeInt = (max: number) => integer(0, max);
 const bool = z.stringbool({ truthy: ['true', '1', 'yes', 'on'], falsy: ['false', '0', 'no', 'off'] });
 
 export const settings = {

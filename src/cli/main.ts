@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { settings } from '../../config/settings.ts';
 import { loadConfig } from '../config/load.ts';
-import { ConfigError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { startService } from '../service.ts';
 import { openDatabase, migrate } from '../store/db.ts';
@@ -241,8 +240,7 @@ try {
     // commander has printed its own one-line message
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
-  const message =
-    err instanceof CliError || err instanceof ConfigError ? err.message.replace(/\n\s*/g, '; ') : (err as Error).message;
+  const message = (err as Error).message.replace(/\s*\n\s*/g, '; ');
   process.stderr.write(`entgate: ${message}\n`);
   process.exit(err instanceof CliError ? err.exitCode : 1);
 }

@@ -2,8 +2,8 @@ import { settings, type Config, type SettingName } from '../../config/settings.t
 import { ConfigError } from '../errors.ts';
 
 /**
- * Validates the environment against the settings table. Every bad value is reported,
- * one line each, naming the variable; the result is frozen.
+ * Validates the environment against the settings table. Every bad value is reported in one
+ * message, each naming its variable (secrets are not echoed); the result is frozen.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const out: Record<string, unknown> = {};
@@ -22,7 +22,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   if (problems.length > 0) {
-    throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   return Object.freeze(out) as Config;
 }

@@ -70,8 +70,9 @@ export class EntitlementsRepo {
     return this.knex.transaction(async (trx) => {
       const inUse = await trx('virtual_keys').where({ entitlement_id: id }).first('id');
       if (inUse) return 'in_use';
-      const n = await trx('entitlements').where({ id }).delete();
-      return n > 0 ? 'deleted' : 'not_found';
+      // RETURNING rather than the affected-row count, which the PGlite dialect does not report.
+      const deleted = await trx('entitlements').where({ id }).delete().returning('id');
+      return deleted.length > 0 ? 'deleted' : 'not_found';
     });
   }
 }

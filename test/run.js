@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+// `npm test [-- <dir or file>...]`: runs every *.test.ts below the given paths (default: test/)
+// with node's test runner through tsx. Node 20's runner does not expand globs itself.
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const roots = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['test'];
+const files = roots.flatMap((root) =>
+  statSync(root).isDirectory()
+    ? readdirSync(root, { recursive: true })
+        .map(String)
+        .filter((f) => f.endsWith('.test.ts'))
+        .map((f) => join(root, f))
+    : [root],
+);
+files.sort();
+if (files.length === 0) {
+  console.error(`no test files under ${roots.join(', ')}`);
+  process.exit(1);
+}
+const concurrency = process.env.TEST_CONCURRENCY ?? '2';
+const result = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-timeout=120000', ...files],
+  { stdio: 'inherit' },
+);
+process.exit(result.status ?? 1);
