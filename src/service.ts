@@ -87,6 +87,10 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     adminToken: config.adminToken,
     logger,
     isClosing,
+    stats: () => ({
+      checkEvents: events.getStats(),
+      keyCache: { entries: cache.size, hits: cache.hits, misses: cache.misses },
+    }),
     ready: async () => {
       try {
         const current = await migrationsCurrent(db);

@@ -13,6 +13,8 @@ export interface AppDeps {
   /** Readiness: the database answers and migrations are applied. */
   ready: () => Promise<{ ok: boolean; checks: Record<string, unknown> }>;
   isClosing: () => boolean;
+  /** Counters for operators (audit queue, key cache), shown on /healthz. */
+  stats: () => Record<string, unknown>;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -25,7 +27,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(requestContext(deps.logger, deps.isClosing));
 
   app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
+    res.json({ status: 'ok', ...deps.stats() });
   });
   app.get('/readyz', async (_req, res) => {
     const { ok, checks } = deps.isClosing() ? { ok: false, checks: { shuttingDown: true } } : await deps.ready();
