@@ -205,14 +205,19 @@ export class VirtualKeysRepo {
     return (rows as { key_hash: string }[]).map((r) => r.key_hash);
   }
 
-  /** Records use without a write per check: one statement per batch of granted checks. */
+  /**
+   * Records use without a write per check: one statement per batch of granted checks, and a
+   * row is rewritten at most once a minute (last_used_at is accurate to a minute), so a busy
+   * key does not churn its row at the check's rate.
+   */
   async touchLastUsed(uses: Map<number, Date>): Promise<void> {
     if (uses.size === 0) return;
     const ids = [...uses.keys()];
     const times = ids.map((id) => uses.get(id)!.toISOString());
     await this.knex.raw(
-      `update virtual_keys v set last_used_at = greatest(coalesce(v.last_used_at, u.t), u.t)
-         from unnest(?::int[], ?::timestamptz[]) as u(id, t) where v.id = u.id`,
+      `update virtual_keys v set last_used_at = u.t
+         from unnest(?::int[], ?::timestamptz[]) as u(id, t)
+        where v.id = u.id and (v.last_used_at is null or v.last_used_at < u.t - interval '1 minute')`,
       [ids, times],
     );
   }
