@@ -27,7 +27,7 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
       res.end('method not allowed: the check is GET\n');
       return;
     }
-    const callerIp = req.socket.remoteAddress ?? null;
+    const callerIp = callerAddress(req);
     const parsed = parseCheckQuery(query);
     if (!parsed.ok) {
       deps.recordEvent({
@@ -64,4 +64,11 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
       },
     );
   };
+}
+
+/** The peer's address, an IPv4-mapped IPv6 address (dual-stack sockets) written as IPv4. */
+function callerAddress(req: IncomingMessage): string | null {
+  const address = req.socket.remoteAddress;
+  if (address === undefined) return null;
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }

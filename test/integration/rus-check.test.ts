@@ -184,7 +184,7 @@ for (const target of databaseTargets) {
         ],
       );
       assert.equal(mine[0].remote_ip, '192.0.2.7');
-      assert.equal(mine[0].caller_ip?.replace('::ffff:', ''), '127.0.0.1');
+      assert.equal(mine[0].caller_ip, '127.0.0.1');
       assert.equal(mine[0].resolver, 'postgres');
       assert.ok(Number.isInteger(mine[0].latency_us) && mine[0].latency_us >= 0);
       const key = await svc.db.knex('virtual_keys').where({ id }).first();
