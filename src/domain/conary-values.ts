@@ -15,8 +15,8 @@ export function conaryValueProblem(value: string): string | undefined {
   if (value.length > CONARY_MAX_LENGTH) return `is longer than ${CONARY_MAX_LENGTH} characters`;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
-    if (c > 0x7e) return 'contains a non-ASCII character';
     if (c < 0x20 || c === 0x7f) return 'contains a control character or newline';
+    if (c > 0x7f) return 'contains a non-ASCII character';
     if (c === 0x26 || c === 0x3c || c === 0x3e || c === 0x22 || c === 0x27) {
       return `contains ${String.fromCharCode(c)}, which Conary's parser mangles`;
     }
