@@ -7,6 +7,7 @@ import { loadOrCreateStoredSecret } from './store/instance-secret.ts';
 import { EntitlementsRepo } from './store/entitlements-repo.ts';
 import { VirtualKeysRepo } from './store/virtual-keys-repo.ts';
 import { CheckEventWriter } from './store/check-events.ts';
+import { LastUsedRecorder } from './store/last-used.ts';
 import { createKeyHasher } from './domain/virtual-key.ts';
 import { CheckService } from './domain/check-service.ts';
 import { KeyCache } from './resolvers/key-cache.ts';
@@ -57,17 +58,18 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
 
   const hashKey = createKeyHasher(secret);
   const entitlements = new EntitlementsRepo(db.knex);
-  const virtualKeys = new VirtualKeysRepo(db.knex);
+  const virtualKeys = new VirtualKeysRepo(db);
   const cache = new KeyCache({
     maxEntries: config.cacheMaxEntries,
     ttlMs: config.cacheTtlSeconds * 1000,
     negativeTtlMs: config.cacheNegativeTtlSeconds * 1000,
   });
+  const lastUsed = new LastUsedRecorder(virtualKeys);
   const events = new CheckEventWriter(db.knex, logger, {
     maxQueue: config.auditQueueMax,
     batchSize: config.auditBatchSize,
     flushMs: config.auditFlushMs,
-    onWritten: (uses) => virtualKeys.touchLastUsed(uses),
+    onWritten: (uses) => lastUsed.record(uses),
   });
   const recordEvent = events.record.bind(events);
   const resolver = new PostgresResolver(virtualKeys, cache, { requireClassMatch: config.requireClassMatch });

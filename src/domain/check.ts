@@ -30,25 +30,20 @@ export type CheckDecision =
   | { granted: false; virtualKeyId: number | null; reason: DenyReason };
 
 /**
- * A key mapping prepared once for many decisions: patterns compiled, times as numbers.
- * This is what the key cache holds.
+ * A key mapping prepared once for many decisions: patterns compiled. This is what the key
+ * cache holds.
  */
 export interface CompiledMapping {
   mapping: KeyMapping;
   serverMatches: ServerMatcher;
   cidrs: IpRange[];
-  notBefore: number | null;
-  expiresAt: number | null;
 }
 
 export function compileMapping(mapping: KeyMapping): CompiledMapping {
-  const vk = mapping.virtualKey;
   return {
     mapping,
     serverMatches: compileServerPattern(mapping.entitlement.server),
-    cidrs: compileCidrs(vk.allowedCidrs),
-    notBefore: vk.notBefore?.getTime() ?? null,
-    expiresAt: vk.expiresAt?.getTime() ?? null,
+    cidrs: compileCidrs(mapping.allowedCidrs),
   };
 }
 
@@ -68,13 +63,13 @@ export function decide(
   options: DecideOptions,
 ): CheckDecision {
   if (compiled === undefined) return { granted: false, virtualKeyId: null, reason: 'unknown_key' };
-  const { virtualKey: vk, entitlement } = compiled.mapping;
-  const deny = (reason: DenyReason): CheckDecision => ({ granted: false, virtualKeyId: vk.id, reason });
+  const m = compiled.mapping;
+  const deny = (reason: DenyReason): CheckDecision => ({ granted: false, virtualKeyId: m.virtualKeyId, reason });
 
-  if (vk.status === 'revoked') return deny('revoked');
-  if (vk.status === 'suspended') return deny('suspended');
-  if (compiled.notBefore !== null && nowMs < compiled.notBefore) return deny('not_yet_valid');
-  if (compiled.expiresAt !== null && nowMs >= compiled.expiresAt) return deny('expired');
+  if (m.status === 'revoked') return deny('revoked');
+  if (m.status === 'suspended') return deny('suspended');
+  if (m.notBefore !== null && nowMs < m.notBefore) return deny('not_yet_valid');
+  if (m.expiresAt !== null && nowMs >= m.expiresAt) return deny('expired');
   // The server is echoed into the document: one Conary would mangle can never be granted.
   if (!compiled.serverMatches(request.server) || !isConarySafe(request.server)) return deny('server_not_covered');
   if (compiled.cidrs.length > 0) {
@@ -82,16 +77,16 @@ export function decide(
     const ip = parseIp(request.remoteIp);
     if (ip === undefined || !ipInRanges(ip, compiled.cidrs)) return deny('ip_not_allowed');
   }
-  if (options.requireClassMatch && (request.class ?? null) !== entitlement.class) return deny('class_mismatch');
+  if (options.requireClassMatch && (request.class ?? null) !== m.entitlement.class) return deny('class_mismatch');
 
   return {
     granted: true,
-    virtualKeyId: vk.id,
+    virtualKeyId: m.virtualKeyId,
     entitlement: {
       server: request.server,
-      class: entitlement.class,
-      key: entitlement.key,
-      timeout: vk.cacheTimeout === null ? null : { val: vk.cacheTimeout, retry: vk.retry },
+      class: m.entitlement.class,
+      key: m.entitlement.key,
+      timeout: m.cacheTimeout === null ? null : { val: m.cacheTimeout, retry: m.retry },
     },
   };
 }

@@ -35,10 +35,19 @@ export interface VirtualKey {
   lastUsedAt: Date | null;
 }
 
-/** What the check needs to know about one virtual key: the key's rules and its entitlement. */
+/**
+ * What the check needs to know about one virtual key: its rules and its entitlement, and
+ * nothing else (this is read at the check's rate on every cache miss). Times are epoch ms.
+ */
 export interface KeyMapping {
-  virtualKey: VirtualKey;
-  entitlement: Entitlement;
+  virtualKeyId: number;
+  status: VirtualKeyStatus;
+  notBefore: number | null;
+  expiresAt: number | null;
+  allowedCidrs: string[];
+  cacheTimeout: number | null;
+  retry: boolean;
+  entitlement: { server: string; class: string | null; key: string };
 }
 
 /** A check request as Conary sends it, already parsed and validated. */

@@ -34,7 +34,7 @@ export interface CheckEventStats {
  * Writes check events off the request path. `record()` only appends to a bounded in-memory
  * queue, so a slow or absent database never delays a check and never grows memory without
  * limit: past `maxQueue` new events are dropped and counted. A single writer drains the queue
- * in batches (one multi-row INSERT ... SELECT FROM unnest(...) each) every `flushMs`, or sooner
+ * in batches (one INSERT ... SELECT FROM json_populate_recordset(...) each) every `flushMs`, or sooner
  * once a batch is full. A batch that fails is retried once, then dropped and counted.
  */
 export class CheckEventWriter {
@@ -105,27 +105,15 @@ export class CheckEventWriter {
   }
 
   private async writeBatch(batch: CheckEvent[]): Promise<boolean> {
-    // Arrays with nulls are fine for PostgreSQL; knex's binding type is narrower than the drivers.
-    const col = <K extends keyof CheckEvent>(k: K) => batch.map((e) => e[k]) as unknown as string[];
     try {
+      // One JSON parameter per batch: serialised natively by V8 and parsed natively by
+      // PostgreSQL, much cheaper on both sides than a parameter per column and row.
       await this.knex.raw(
         `insert into check_events
            (occurred_at, server, class, key_hint, virtual_key_id, remote_ip, caller_ip, decision, reason, resolver, latency_us)
-         select * from unnest(?::timestamptz[], ?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::text[],
-                              ?::text[], ?::text[], ?::text[], ?::int[])`,
-        [
-          batch.map((e) => e.occurredAt.toISOString()),
-          col('server'),
-          col('class'),
-          col('keyHint'),
-          col('virtualKeyId'),
-          col('remoteIp'),
-          col('callerIp'),
-          col('decision'),
-          col('reason'),
-          col('resolver'),
-          col('latencyUs'),
-        ],
+         select occurred_at, server, class, key_hint, virtual_key_id, remote_ip, caller_ip, decision, reason, resolver, latency_us
+           from json_populate_recordset(null::check_events, ?::json)`,
+        [JSON.stringify(batch.map(toRow))],
       );
     } catch (err) {
       this.logger.warn({ err: (err as Error).message, events: batch.length }, 'check events not written');
@@ -148,4 +136,20 @@ export class CheckEventWriter {
     this.lastDropReport = now;
     this.logger.warn({ dropped: this.stats.dropped, queued: this.queue.length }, 'check events dropped');
   }
+}
+
+function toRow(e: CheckEvent) {
+  return {
+    occurred_at: e.occurredAt,
+    server: e.server,
+    class: e.class,
+    key_hint: e.keyHint,
+    virtual_key_id: e.virtualKeyId,
+    remote_ip: e.remoteIp,
+    caller_ip: e.callerIp,
+    decision: e.decision,
+    reason: e.reason,
+    resolver: e.resolver,
+    latency_us: e.latencyUs,
+  };
 }

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
+import type { Database } from './db.ts';
 import type { KeyMapping, VirtualKey, VirtualKeyStatus } from '../domain/types.ts';
-import { toEntitlement } from './entitlements-repo.ts';
 
 interface VirtualKeyRow {
   id: number;
@@ -92,8 +92,33 @@ export interface ListVirtualKeysQuery {
   limit: number;
 }
 
+interface MappingRow {
+  id: number;
+  status: VirtualKeyStatus;
+  not_before_ms: number | null;
+  expires_at_ms: number | null;
+  allowed_cidrs: string[];
+  cache_timeout_seconds: number | null;
+  cache_retry: boolean;
+  server_pattern: string;
+  class: string | null;
+  real_key: string;
+}
+
+// Only what the check uses, times as float8 epoch milliseconds (cheap to decode).
+const FIND_MAPPING_SQL = `select v.id, v.status,
+    (extract(epoch from v.not_before) * 1000)::float8 as not_before_ms,
+    (extract(epoch from v.expires_at) * 1000)::float8 as expires_at_ms,
+    v.allowed_cidrs, v.cache_timeout_seconds, v.cache_retry, e.server_pattern, e.class, e.real_key
+  from virtual_keys v join entitlements e on e.id = v.entitlement_id
+  where v.key_hash = $1`;
+
 export class VirtualKeysRepo {
-  constructor(private readonly knex: Knex) {}
+  private readonly knex: Knex;
+
+  constructor(private readonly db: Database) {
+    this.knex = db.knex;
+  }
 
   async createMany(inputs: VirtualKeyInput[], trx: Knex = this.knex): Promise<VirtualKey[]> {
     if (inputs.length === 0) return [];
@@ -139,40 +164,22 @@ export class VirtualKeysRepo {
     return found;
   }
 
-  /** The check's lookup: one indexed query for the key and its entitlement. */
+  /**
+   * The check's lookup: one indexed query for the key and its entitlement, as a constant
+   * prepared statement (this runs once per cache miss, at the check's rate).
+   */
   async findMappingByHash(keyHash: string): Promise<KeyMapping | undefined> {
-    const row = await this.knex('virtual_keys as v')
-      .join('entitlements as e', 'e.id', 'v.entitlement_id')
-      .where('v.key_hash', keyHash)
-      .first(
-        ...VK_COLUMNS.map((c) => `v.${c}`),
-        'e.server_pattern',
-        'e.class',
-        'e.real_key',
-        'e.description',
-        'e.created_at as e_created_at',
-        'e.updated_at as e_updated_at',
-      );
-    if (!row) return undefined;
-    const r = row as VirtualKeyRow & {
-      server_pattern: string;
-      class: string | null;
-      real_key: string;
-      description: string;
-      e_created_at: Date;
-      e_updated_at: Date;
-    };
+    const [r] = await this.db.prepared<MappingRow>('entgate_find_mapping', FIND_MAPPING_SQL, [keyHash]);
+    if (!r) return undefined;
     return {
-      virtualKey: toVirtualKey(r),
-      entitlement: toEntitlement({
-        id: r.entitlement_id,
-        server_pattern: r.server_pattern,
-        class: r.class,
-        real_key: r.real_key,
-        description: r.description,
-        created_at: r.e_created_at,
-        updated_at: r.e_updated_at,
-      }),
+      virtualKeyId: r.id,
+      status: r.status,
+      notBefore: r.not_before_ms,
+      expiresAt: r.expires_at_ms,
+      allowedCidrs: r.allowed_cidrs ?? [],
+      cacheTimeout: r.cache_timeout_seconds,
+      retry: r.cache_retry,
+      entitlement: { server: r.server_pattern, class: r.class, key: r.real_key },
     };
   }
 
