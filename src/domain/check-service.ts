@@ -1,4 +1,5 @@
-import type { CheckDecision } from './check.ts';
+import { LRUCache } from 'lru-cache';
+import type { CheckDecision, GrantedEntitlement } from './check.ts';
 import { renderEntitlementDocument } from './entitlement-document.ts';
 import { keyHint, type KeyHasher } from './virtual-key.ts';
 import type { CheckRequest } from './types.ts';
@@ -18,19 +19,31 @@ export interface CheckServiceDeps {
   now?: () => number;
 }
 
-/** Most rendered documents remembered per key (one per server name it is used with). */
-const DOCUMENTS_PER_KEY = 8;
+/** Rendered documents remembered, keyed by their content (many keys share an entitlement). */
+const DOCUMENT_CACHE_SIZE = 4096;
 
 /**
  * The rUS check, from a parsed request to an answer: hash the key, look it up (cached),
- * decide, render the document (cached per key and server), and record the decision.
+ * decide, render the document (cached by content), and record the decision.
  * It always answers: a lookup error or timeout is a denial, recorded as `lookup_failed`.
  */
 export class CheckService {
   private readonly now: () => number;
+  private readonly documents = new LRUCache<string, Buffer>({ max: DOCUMENT_CACHE_SIZE });
 
   constructor(private readonly deps: CheckServiceDeps) {
     this.now = deps.now ?? Date.now;
+  }
+
+  /** The document for a grant, rendered once per distinct content. */
+  private document(ent: GrantedEntitlement): Buffer {
+    const id = `${ent.server}\n${ent.class ?? ''}\n${ent.class === null ? 0 : 1}\n${ent.key}\n${ent.timeout?.val ?? ''}\n${ent.timeout?.retry ?? ''}`;
+    let document = this.documents.get(id);
+    if (document === undefined) {
+      document = Buffer.from(renderEntitlementDocument(ent), 'utf8');
+      this.documents.set(id, document);
+    }
+    return document;
   }
 
   async check(request: CheckRequest, callerIp: string | null, startedNs: bigint): Promise<CheckAnswer> {
@@ -40,14 +53,8 @@ export class CheckService {
     try {
       const lookup = resolver.cached(hash) ?? (await withTimeout(resolver.lookup(hash), this.deps.timeoutMs));
       const decision = resolver.decide(request, lookup, this.now());
-      if (decision.granted && lookup.found) {
-        let document = lookup.documents.get(request.server);
-        if (document === undefined) {
-          document = Buffer.from(renderEntitlementDocument(decision.entitlement), 'utf8');
-          if (lookup.documents.size >= DOCUMENTS_PER_KEY) lookup.documents.clear();
-          lookup.documents.set(request.server, document);
-        }
-        answer = { status: 200, document, decision };
+      if (decision.granted) {
+        answer = { status: 200, document: this.document(decision.entitlement), decision };
       } else {
         answer = { status: 404, decision };
       }

@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { CompiledMapping } from '../domain/check.ts';
 
 /** What the cache remembers of one key hash: its mapping, or that there is none. */
-export type CachedLookup = { found: true; compiled: CompiledMapping; documents: Map<string, Buffer> } | { found: false };
+export type CachedLookup = { found: true; compiled: CompiledMapping } | { found: false };
 
 const NOT_FOUND: CachedLookup = Object.freeze({ found: false });
 
@@ -51,7 +51,7 @@ export class KeyCache {
     const generation = this.generation;
     const promise = load()
       .then((compiled) => {
-        const entry: CachedLookup = compiled ? { found: true, compiled, documents: new Map() } : NOT_FOUND;
+        const entry: CachedLookup = compiled ? { found: true, compiled } : NOT_FOUND;
         // A change that evicted this hash while the lookup ran makes the result stale: use it
         // for this request, but do not keep it.
         if (this.lru && generation === this.generation) {
