@@ -90,23 +90,50 @@ export const settings = {
     schema: bool,
     doc: "When true, a check is granted only if the request's `class` equals the entitlement's class (absent when the entitlement has none). The seed deprecates `class`, so the default decides on the key alone.",
   },
+  resolvers: {
+    env: 'ENTGATE_RESOLVERS',
+    default: 'postgres',
+    schema: z
+      .string()
+      .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+      .refine((list) => list.length > 0, 'must name at least one resolver')
+      .refine((list) => new Set(list).size === list.length, 'must not name a resolver twice'),
+    doc: 'The resolver chain, in order, comma-separated: built-in `postgres` (entgate\'s own tables), `crm` (a CRM over HTTP), `rus` (another entitlementCheckURL service), or a plugin module path (`./plugins/my-crm.js`) or package name. The first definitive answer wins; when all pass, the check is denied.',
+  },
+  resolverOptionsFile: {
+    env: 'ENTGATE_RESOLVER_OPTIONS_FILE',
+    schema: z.string().min(1).optional(),
+    doc: 'A JSON file of per-resolver options, keyed by the names used in ENTGATE_RESOLVERS (`{"crm": {...}, "./plugins/my-crm.js": {...}}`). Each section is validated by its resolver\'s own schema at start.',
+  },
+  failurePolicy: {
+    env: 'ENTGATE_FAILURE_POLICY',
+    default: 'deny',
+    schema: z.enum(['deny', 'stale-if-error']),
+    doc: 'What a check gets when a resolver fails (timeout, transport error, bad answer, open circuit): `deny` (404), or `stale-if-error`: the last grant for the same question, if it is younger than ENTGATE_STALE_GRACE_SECONDS, else 404.',
+  },
+  staleGraceSeconds: {
+    env: 'ENTGATE_STALE_GRACE_SECONDS',
+    default: '300',
+    schema: positiveInt(7 * 86_400),
+    doc: 'With `stale-if-error`, how long after a resolver last granted a key that grant may still be served while the resolver fails.',
+  },
   cacheMaxEntries: {
     env: 'ENTGATE_CACHE_MAX_ENTRIES',
     default: '100000',
     schema: nonNegativeInt(10_000_000),
-    doc: 'Capacity of the key cache (least recently used entries are evicted). 0 disables the cache.',
+    doc: 'Capacity of the key cache and of the resolver decision cache (least recently used entries are evicted). 0 disables both.',
   },
   cacheTtlSeconds: {
     env: 'ENTGATE_CACHE_TTL_SECONDS',
     default: '30',
     schema: positiveInt(86_400),
-    doc: 'How long a found virtual key is cached. Changes made through this process evict entries at once; this bounds staleness for changes made elsewhere.',
+    doc: 'How long a found virtual key, or a resolver\'s grant without a TTL of its own, is cached. Admin changes evict entries at once on every instance; this bounds staleness for changes made elsewhere (a CRM).',
   },
   cacheNegativeTtlSeconds: {
     env: 'ENTGATE_CACHE_NEGATIVE_TTL_SECONDS',
     default: '5',
     schema: positiveInt(86_400),
-    doc: 'How long an unknown virtual key is remembered as unknown.',
+    doc: 'How long an unknown virtual key, or a resolver\'s denial without a TTL of its own, is remembered.',
   },
   checkTimeoutMs: {
     env: 'ENTGATE_CHECK_TIMEOUT_MS',

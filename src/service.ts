@@ -12,6 +12,8 @@ import { createKeyHasher } from './domain/virtual-key.ts';
 import { CheckService } from './domain/check-service.ts';
 import { KeyCache } from './resolvers/key-cache.ts';
 import { PostgresResolver } from './resolvers/postgres.ts';
+import { ResolverChain } from './resolvers/chain.ts';
+import { loadResolvers } from './resolvers/loader.ts';
 import { AdminService } from './admin/service.ts';
 import { createApp } from './http/app.ts';
 import { createRusCheckHandler } from './http/rus-check.ts';
@@ -72,14 +74,29 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     onWritten: (uses) => lastUsed.record(uses),
   });
   const recordEvent = events.record.bind(events);
-  const resolver = new PostgresResolver(virtualKeys, cache, { requireClassMatch: config.requireClassMatch });
-  const checkService = new CheckService({ hashKey, resolver, recordEvent, logger, timeoutMs: config.checkTimeoutMs });
+  const chain = new ResolverChain({
+    resolvers: await loadResolvers(config, logger, {
+      postgres: { create: () => new PostgresResolver(virtualKeys, cache, { requireClassMatch: config.requireClassMatch }) },
+    }),
+    logger,
+    cacheMaxEntries: config.cacheMaxEntries,
+    ttlMs: config.cacheTtlSeconds * 1000,
+    negativeTtlMs: config.cacheNegativeTtlSeconds * 1000,
+    timeoutMs: config.checkTimeoutMs,
+    failurePolicy: config.failurePolicy,
+    staleGraceMs: config.staleGraceSeconds * 1000,
+  });
+  logger.info({ resolvers: chain.resolverNames, failurePolicy: config.failurePolicy }, 'resolver chain ready');
+  const checkService = new CheckService({ hashKey, chain, recordEvent });
   const admin = new AdminService({
     knex: db.knex,
     entitlements,
     virtualKeys,
     hashKey,
-    invalidate: (hashes) => cache.evict(hashes),
+    invalidate: (hashes) => {
+      cache.evict(hashes);
+      chain.evict(hashes);
+    },
   });
 
   let closing = false;
@@ -92,6 +109,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     stats: () => ({
       checkEvents: events.getStats(),
       keyCache: { entries: cache.size, hits: cache.hits, misses: cache.misses },
+      resolvers: chain.getStats(),
     }),
     ready: async () => {
       try {
@@ -141,6 +159,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       await drained;
       clearTimeout(forced);
       await events.close();
+      await chain.close();
       await db.close();
       logger.info({ events: events.getStats() }, 'entgate stopped');
     })());

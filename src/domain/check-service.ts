@@ -1,38 +1,56 @@
 import { LRUCache } from 'lru-cache';
-import type { CheckDecision, GrantedEntitlement } from './check.ts';
+import type { GrantedEntitlement } from './check.ts';
 import { renderEntitlementDocument } from './entitlement-document.ts';
 import { keyHint, type KeyHasher } from './virtual-key.ts';
 import type { CheckRequest } from './types.ts';
 import type { CheckEvent } from '../store/check-events.ts';
-import type { PostgresResolver } from '../resolvers/postgres.ts';
-import type { Logger } from '../logger.ts';
+import type { ChainOutcome, ResolverChain } from '../resolvers/chain.ts';
 
-export type CheckAnswer = { status: 200; document: Buffer; decision: CheckDecision } | { status: 404; decision: CheckDecision };
+export type CheckAnswer = { status: 200; document: Buffer; outcome: ChainOutcome } | { status: 404; outcome: ChainOutcome };
 
 export interface CheckServiceDeps {
   hashKey: KeyHasher;
-  resolver: PostgresResolver;
+  chain: ResolverChain;
   recordEvent: (event: CheckEvent) => void;
-  logger: Logger;
-  /** A lookup slower than this is abandoned and the request denied: Conary has no timeout. */
-  timeoutMs: number;
-  now?: () => number;
 }
 
 /** Rendered documents remembered, keyed by their content (many keys share an entitlement). */
 const DOCUMENT_CACHE_SIZE = 4096;
 
 /**
- * The rUS check, from a parsed request to an answer: hash the key, look it up (cached),
- * decide, render the document (cached by content), and record the decision.
- * It always answers: a lookup error or timeout is a denial, recorded as `lookup_failed`.
+ * The rUS check, from a parsed request to an answer: hash the key, ask the resolver chain
+ * (cached, with its deadline and failure policy), render the document (cached by content),
+ * and record the decision. It always answers.
  */
 export class CheckService {
-  private readonly now: () => number;
   private readonly documents = new LRUCache<string, Buffer>({ max: DOCUMENT_CACHE_SIZE });
 
-  constructor(private readonly deps: CheckServiceDeps) {
-    this.now = deps.now ?? Date.now;
+  constructor(private readonly deps: CheckServiceDeps) {}
+
+  async check(request: CheckRequest, callerIp: string | null, startedNs: bigint): Promise<CheckAnswer> {
+    const pending = this.deps.chain.resolve(request, this.deps.hashKey(request.key));
+    const outcome = pending instanceof Promise ? await pending : pending;
+    const answer: CheckAnswer = outcome.granted
+      ? {
+          status: 200,
+          outcome,
+          document: this.document({ server: request.server, class: outcome.class, key: outcome.key, timeout: outcome.timeout }),
+        }
+      : { status: 404, outcome };
+    this.deps.recordEvent({
+      occurredAt: new Date(),
+      server: request.server,
+      class: request.class ?? null,
+      keyHint: keyHint(request.key),
+      virtualKeyId: outcome.virtualKeyId,
+      remoteIp: request.remoteIp ?? null,
+      callerIp,
+      decision: outcome.granted ? 'granted' : 'denied',
+      reason: outcome.reason,
+      resolver: outcome.resolver,
+      latencyUs: Number((process.hrtime.bigint() - startedNs) / 1000n),
+    });
+    return answer;
   }
 
   /** The document for a grant, rendered once per distinct content. */
@@ -45,45 +63,4 @@ export class CheckService {
     }
     return document;
   }
-
-  async check(request: CheckRequest, callerIp: string | null, startedNs: bigint): Promise<CheckAnswer> {
-    const { resolver } = this.deps;
-    const hash = this.deps.hashKey(request.key);
-    let answer: CheckAnswer;
-    try {
-      const lookup = resolver.cached(hash) ?? (await withTimeout(resolver.lookup(hash), this.deps.timeoutMs));
-      const decision = resolver.decide(request, lookup, this.now());
-      if (decision.granted) {
-        answer = { status: 200, document: this.document(decision.entitlement), decision };
-      } else {
-        answer = { status: 404, decision };
-      }
-    } catch (err) {
-      this.deps.logger.error({ err: (err as Error).message }, 'check lookup failed; denied');
-      answer = { status: 404, decision: { granted: false, virtualKeyId: null, reason: 'lookup_failed' } };
-    }
-    const { decision } = answer;
-    this.deps.recordEvent({
-      occurredAt: new Date(),
-      server: request.server,
-      class: request.class ?? null,
-      keyHint: keyHint(request.key),
-      virtualKeyId: decision.virtualKeyId,
-      remoteIp: request.remoteIp ?? null,
-      callerIp,
-      decision: decision.granted ? 'granted' : 'denied',
-      reason: decision.granted ? null : decision.reason,
-      resolver: resolver.name,
-      latencyUs: Number((process.hrtime.bigint() - startedNs) / 1000n),
-    });
-    return answer;
-  }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`lookup timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -13,7 +13,6 @@ export const DENY_REASONS = [
   'ip_required',
   'ip_not_allowed',
   'class_mismatch',
-  'lookup_failed',
 ] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
 

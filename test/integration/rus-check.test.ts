@@ -202,7 +202,7 @@ for (const target of databaseTargets) {
         await svc.db.knex.raw('alter table virtual_keys_away rename to virtual_keys');
       }
       await svc.events.flush();
-      const row = await svc.db.knex('check_events').where({ reason: 'lookup_failed' }).first();
+      const row = await svc.db.knex('check_events').where({ reason: 'resolver_failed:error', resolver: 'postgres' }).first();
       assert.ok(row);
     });
   });

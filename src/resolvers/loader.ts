@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { ZodType } from 'zod';
+import type { Config } from '../../config/settings.ts';
+import { ConfigError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { describeIssues } from '../admin/schemas.ts';
+import type { ChainResolver } from './chain.ts';
+
+/** A resolver entgate ships: its options schema and how to build it. */
+export interface BuiltinResolver {
+  optionsSchema?: ZodType;
+  create(options: unknown): ChainResolver | Promise<ChainResolver>;
+}
+
+/**
+ * Builds the resolver chain named in ENTGATE_RESOLVERS: built-in names, or module specifiers
+ * (a path starting with `.` or `/`, resolved against the working directory, or a package name)
+ * whose default export is a resolver factory. Every section of the options file is validated
+ * by its resolver's schema. Anything that does not fit stops start-up with a ConfigError that
+ * names the resolver.
+ */
+export async function loadResolvers(
+  config: Config,
+  logger: Logger,
+  builtins: Record<string, BuiltinResolver>,
+  cwd = process.cwd(),
+): Promise<ChainResolver[]> {
+  const allOptions = readOptionsFile(config.resolverOptionsFile, cwd);
+  for (const name of Object.keys(allOptions)) {
+    if (!config.resolvers.includes(name)) {
+      throw new ConfigError(`${config.resolverOptionsFile}: options for '${name}', which ENTGATE_RESOLVERS does not name`);
+    }
+  }
+  const chain: ChainResolver[] = [];
+  for (const name of config.resolvers) {
+    const builtin = builtins[name];
+    const raw = allOptions[name];
+    chain.push(builtin ? await createBuiltin(name, builtin, raw) : await loadPlugin(name, raw, config, logger, cwd));
+  }
+  return chain;
+}
+
+function readOptionsFile(file: string | undefined, cwd: string): Record<string, unknown> {
+  if (file === undefined) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(resolve(cwd, file), 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`ENTGATE_RESOLVER_OPTIONS_FILE ${file}: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError(`ENTGATE_RESOLVER_OPTIONS_FILE ${file}: must be a JSON object keyed by resolver name`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function validateOptions(name: string, schema: unknown, raw: unknown): unknown {
+  if (schema === undefined) return raw ?? {};
+  const s = schema as ZodType;
+  if (typeof s?.safeParse !== 'function') throw new ConfigError(`resolver ${name}: optionsSchema must be a zod schema`);
+  const parsed = s.safeParse(raw ?? {});
+  if (!parsed.success) throw new ConfigError(`resolver ${name}: invalid options: ${describeIssues(parsed.error).join('; ')}`);
+  return parsed.data;
+}
+
+async function createBuiltin(name: string, builtin: BuiltinResolver, raw: unknown): Promise<ChainResolver> {
+  return builtin.create(validateOptions(name, builtin.optionsSchema, raw));
+}
+
+async function loadPlugin(name: string, raw: unknown, config: Config, logger: Logger, cwd: string): Promise<ChainResolver> {
+  const isPath = name.startsWith('.') || isAbsolute(name);
+  if (!isPath && !/^(@[\w.-]+\/)?[\w.-]+(\/[\w.-]+)*$/.test(name)) {
+    throw new ConfigError(`resolver ${name}: not a built-in (postgres, crm, rus), a path (./x.js) or a package name`);
+  }
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(isPath ? pathToFileURL(resolve(cwd, name)).href : name)) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`resolver ${name}: cannot load the module: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const factory = mod.default;
+  if (typeof factory !== 'function') {
+    throw new ConfigError(`resolver ${name}: the module's default export must be a factory function (options, { config, logger }) => resolver`);
+  }
+  const options = validateOptions(name, mod.optionsSchema, raw);
+  let resolver: unknown;
+  try {
+    resolver = await factory(options, { config, logger: logger.child({ resolver: name }) });
+  } catch (err) {
+    throw new ConfigError(`resolver ${name}: its factory failed: ${(err as Error).message}`);
+  }
+  const r = resolver as Partial<ChainResolver> | null;
+  if (r === null || typeof r !== 'object' || typeof r.resolve !== 'function' || typeof r.name !== 'string' || r.name === '') {
+    throw new ConfigError(`resolver ${name}: the factory must return an object with a non-empty name and an async resolve(request, context) method`);
+  }
+  if (r.close !== undefined && typeof r.close !== 'function') throw new ConfigError(`resolver ${name}: close must be a function`);
+  // Only built-ins may answer synchronously from their own cache.
+  return { name: r.name, resolve: r.resolve.bind(r), ...(r.close && { close: r.close.bind(r) }) };
+}
