@@ -1,11 +1,15 @@
 import type { Knex } from 'knex';
 import * as initial from './20261123000000_initial.ts';
+import * as products from './20261123010000_products.ts';
 
 /**
  * The migrations, in order. Listed here rather than discovered on disk so that they load the
  * same way under tsx, in tests and from an installed package. Add new ones at the end.
  */
-const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [['20261123000000_initial', initial]];
+const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [
+  ['20261123000000_initial', initial],
+  ['20261123010000_products', products],
+];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {
   getMigrations: async () => [...migrations],

@@ -14,6 +14,10 @@ import { KeyCache } from './resolvers/key-cache.ts';
 import { PostgresResolver } from './resolvers/postgres.ts';
 import { ResolverChain } from './resolvers/chain.ts';
 import { loadResolvers } from './resolvers/loader.ts';
+import { CrmResolver, ProductCatalog, crmOptionsSchema, type CrmOptions } from './resolvers/crm.ts';
+import { RusResolver, rusOptionsSchema, type RusOptions } from './resolvers/rus.ts';
+import { ProductsRepo } from './store/products-repo.ts';
+import { InvalidationBus } from './store/invalidation-bus.ts';
 import { AdminService } from './admin/service.ts';
 import { createApp } from './http/app.ts';
 import { createRusCheckHandler } from './http/rus-check.ts';
@@ -25,6 +29,8 @@ export interface RunningService {
   db: Database;
   cache: KeyCache;
   events: CheckEventWriter;
+  chain: ResolverChain;
+  bus: InvalidationBus;
   /** Graceful stop: refuse new connections, finish in-flight requests, flush events, close the database. */
   close(): Promise<void>;
 }
@@ -74,9 +80,13 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     onWritten: (uses) => lastUsed.record(uses),
   });
   const recordEvent = events.record.bind(events);
+  const products = new ProductsRepo(db.knex);
+  const catalog = new ProductCatalog(products);
   const chain = new ResolverChain({
     resolvers: await loadResolvers(config, logger, {
       postgres: { create: () => new PostgresResolver(virtualKeys, cache, { requireClassMatch: config.requireClassMatch }) },
+      crm: { optionsSchema: crmOptionsSchema, create: (o) => new CrmResolver(o as CrmOptions, catalog) },
+      rus: { optionsSchema: rusOptionsSchema, create: (o) => new RusResolver(o as RusOptions) },
     }),
     logger,
     cacheMaxEntries: config.cacheMaxEntries,
@@ -88,15 +98,24 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   });
   logger.info({ resolvers: chain.resolverNames, failurePolicy: config.failurePolicy }, 'resolver chain ready');
   const checkService = new CheckService({ hashKey, chain, recordEvent });
+  const bus = new InvalidationBus(db, logger, (change) => {
+    if ('all' in change) {
+      cache.clear();
+      chain.clear();
+      catalog.invalidate();
+    } else {
+      cache.evict(change.keyHashes);
+      chain.evict(change.keyHashes);
+    }
+  });
+  await bus.start();
   const admin = new AdminService({
     knex: db.knex,
     entitlements,
     virtualKeys,
+    products,
     hashKey,
-    invalidate: (hashes) => {
-      cache.evict(hashes);
-      chain.evict(hashes);
-    },
+    invalidate: (change) => bus.publish(change),
   });
 
   let closing = false;
@@ -159,10 +178,11 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       await drained;
       clearTimeout(forced);
       await events.close();
+      await bus.close();
       await chain.close();
       await db.close();
       logger.info({ events: events.getStats() }, 'entgate stopped');
     })());
 
-  return { server, url, db, cache, events, close };
+  return { server, url, db, cache, events, chain, bus, close };
 }

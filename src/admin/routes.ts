@@ -9,6 +9,8 @@ import {
   entitlementCreate,
   entitlementPatch,
   idParam,
+  productCode,
+  productMap,
   virtualKeyCreate,
   virtualKeyListQuery,
   virtualKeyLookup,
@@ -80,6 +82,18 @@ export function adminRoutes(admin: AdminService): Router {
   });
   r.patch('/virtual-keys/:id', async (req, res) => {
     res.json(await admin.updateVirtualKey(idOf(req), validate(virtualKeyPatch, req.body)));
+  });
+
+  r.get('/products', async (_req, res) => {
+    res.json({ items: await admin.listProducts() });
+  });
+  r.put('/products/:code', async (req, res) => {
+    const code = validate(productCode, req.params.code, 'product code');
+    res.json(await admin.mapProduct(code, validate(productMap, req.body).entitlementId));
+  });
+  r.delete('/products/:code', async (req, res) => {
+    await admin.unmapProduct(validate(productCode, req.params.code, 'product code'));
+    res.status(204).end();
   });
 
   return r;

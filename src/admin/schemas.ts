@@ -91,6 +91,14 @@ export const virtualKeyListQuery = z.strictObject({
 
 export const idParam = id;
 
+/** A CRM product code: what the CRM returns, so anything printable up to 128 characters. */
+export const productCode = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters');
+export const productMap = z.strictObject({ entitlementId: id });
+
 export type EntitlementCreate = z.output<typeof entitlementCreate>;
 export type VirtualKeyCreate = z.output<typeof virtualKeyCreate>;
 export type VirtualKeyPatchInput = z.output<typeof virtualKeyPatch>;

@@ -3,6 +3,8 @@ import { AppError, ConflictError, NotFoundError } from '../errors.ts';
 import { generateVirtualKey, keyHint, type KeyHasher } from '../domain/virtual-key.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import type { EntitlementsRepo } from '../store/entitlements-repo.ts';
+import type { Product, ProductsRepo } from '../store/products-repo.ts';
+import type { Invalidation } from '../store/invalidation-bus.ts';
 import type { ListVirtualKeysQuery, VirtualKeyInput, VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
 import type { EntitlementCreate, VirtualKeyCreate, VirtualKeyPatchInput } from './schemas.ts';
 import type { ImportProblem, ImportRow } from './csv-import.ts';
@@ -12,9 +14,15 @@ export interface AdminServiceDeps {
   entitlements: EntitlementsRepo;
   virtualKeys: VirtualKeysRepo;
   hashKey: KeyHasher;
-  /** Called with the hashes of every key a change touched, after the change is committed. */
-  invalidate: (keyHashes: string[]) => void;
+  products: ProductsRepo;
+  /**
+   * Called after a change is committed with what it touched: the hashes of the keys, or
+   * `all` when decisions of any key may change (an entitlement or a product mapping).
+   */
+  invalidate: (change: Invalidation) => void;
 }
+
+export type { Invalidation };
 
 /** A created virtual key: the only time the key itself is returned. */
 export type CreatedVirtualKey = VirtualKey & { key: string };
@@ -45,7 +53,8 @@ export class AdminService {
 
   async updateEntitlement(id: number, patch: Partial<EntitlementCreate>): Promise<Entitlement> {
     const updated = (await this.deps.entitlements.update(id, patch)) ?? notFound('entitlement', id);
-    this.deps.invalidate(await this.deps.virtualKeys.hashesOfEntitlement(id));
+    // Virtual keys and CRM products may both point at it.
+    this.deps.invalidate({ all: true });
     return updated;
   }
 
@@ -53,7 +62,7 @@ export class AdminService {
     const result = await this.deps.entitlements.delete(id);
     if (result === 'not_found') notFound('entitlement', id);
     if (result === 'in_use') {
-      throw new ConflictError('entitlement_in_use', `entitlement ${id} still has virtual keys; revoke and move or keep them`);
+      throw new ConflictError('entitlement_in_use', `entitlement ${id} still has virtual keys or products mapped to it`);
     }
   }
 
@@ -69,7 +78,7 @@ export class AdminService {
       if (isForeignKeyViolation(err)) notFound('entitlement', input.entitlementId);
       throw err;
     }
-    this.deps.invalidate([keyHash]); // it may be remembered as unknown
+    this.deps.invalidate({ keyHashes: [keyHash] }); // it may be remembered as unknown
     return { ...created, key };
   }
 
@@ -100,7 +109,7 @@ export class AdminService {
       );
       return created.map((c) => c.id);
     });
-    this.deps.invalidate(hashes);
+    this.deps.invalidate({ keyHashes: hashes });
     return { imported: ids.length, ids };
   }
 
@@ -131,8 +140,24 @@ export class AdminService {
       throw new AppError(400, 'invalid_request', 'notBefore must be earlier than expiresAt');
     }
     const updated = (await this.deps.virtualKeys.update(id, patch)) ?? notFound('virtual key', id);
-    this.deps.invalidate([updated.keyHash]);
+    this.deps.invalidate({ keyHashes: [updated.keyHash] });
     return updated.virtualKey;
+  }
+
+  listProducts(): Promise<Product[]> {
+    return this.deps.products.list();
+  }
+
+  async mapProduct(code: string, entitlementId: number): Promise<Product> {
+    await this.getEntitlement(entitlementId);
+    const product = await this.deps.products.map(code, entitlementId);
+    this.deps.invalidate({ all: true });
+    return product;
+  }
+
+  async unmapProduct(code: string): Promise<void> {
+    if (!(await this.deps.products.unmap(code))) throw new NotFoundError(`product ${code}`);
+    this.deps.invalidate({ all: true });
   }
 
   private toInput(input: VirtualKeyCreate, key: string, keyHash: string): VirtualKeyInput {

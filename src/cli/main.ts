@@ -233,6 +233,38 @@ vkey
     else process.stdout.write(`imported ${result.imported} virtual keys\n`);
   });
 
+const product = program.command('product').description('CRM product codes mapped to entitlements (for the crm resolver)');
+
+product
+  .command('map <code>')
+  .description('map a CRM product code to an entitlement (or re-map it)')
+  .requiredOption('--entitlement <id>', 'entitlement id', positiveInt('--entitlement'))
+  .option('--json', 'print the record as JSON')
+  .action(async (code: string, o: { entitlement: number; json?: boolean }) => {
+    const mapped = await client().request<{ code: string; entitlementId: number }>('PUT', `/products/${encodeURIComponent(code)}`, {
+      entitlementId: o.entitlement,
+    });
+    if (o.json) printJson(mapped);
+    else process.stdout.write(`${mapped.code} -> entitlement ${mapped.entitlementId}\n`);
+  });
+
+product
+  .command('list')
+  .description('list product mappings')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { items } = await client().request<{ items: Record<string, unknown>[] }>('GET', '/products');
+    if (o.json) printJson(items);
+    else printTable(items, ['code', 'entitlementId', 'updatedAt']);
+  });
+
+product
+  .command('unmap <code>')
+  .description('remove a product mapping')
+  .action(async (code: string) => {
+    await client().request('DELETE', `/products/${encodeURIComponent(code)}`);
+  });
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

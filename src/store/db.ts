@@ -21,6 +21,12 @@ export interface Database {
    * knex's own pool; on PGlite it goes through knex (one connection, in process).
    */
   prepared<Row>(name: string, sql: string, params: unknown[]): Promise<Row[]>;
+  /**
+   * Subscribes to a notification channel. On PostgreSQL this holds a dedicated connection that
+   * reconnects (every second) after it is lost and then calls `onReconnect`, since notifications
+   * sent meanwhile are gone. Resolves with the unsubscribe function.
+   */
+  listen(channel: string, onMessage: (payload: string) => void, onReconnect: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -63,6 +69,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           await pool.releaseConnection(connection);
         }
       },
+      listen: (channel, onMessage, onReconnect) => listenPostgres(options.databaseUrl!, channel, onMessage, onReconnect),
       close: () => knex.destroy(),
     };
   }
@@ -82,6 +89,12 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       knex,
       kind: 'pglite',
       location: dir,
+      listen: async (channel, onMessage) => {
+        const unsubscribe = await pglite.listen(channel, onMessage);
+        return async () => {
+          if (!pglite.closed) await unsubscribe();
+        };
+      },
       prepared: async <Row>(_name: string, sql: string, params: unknown[]) =>
         ((await knex.raw(sql.replace(/\$\d+/g, '?'), params as Knex.RawBinding[])) as { rows: Row[] }).rows,
       close: async () => {
@@ -94,6 +107,46 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     releaseLock();
     throw err;
   }
+}
+
+async function listenPostgres(
+  url: string,
+  channel: string,
+  onMessage: (payload: string) => void,
+  onReconnect: () => void,
+): Promise<() => Promise<void>> {
+  let client: pg.Client | undefined;
+  let closed = false;
+  let retry: NodeJS.Timeout | undefined;
+  const schedule = () => {
+    if (closed || retry) return;
+    retry = setTimeout(() => {
+      retry = undefined;
+      void connect(true);
+    }, 1000);
+    retry.unref();
+  };
+  const connect = async (reconnecting: boolean) => {
+    const c = new pg.Client({ connectionString: url });
+    client = c;
+    c.on('notification', (m) => onMessage(m.payload ?? ''));
+    c.on('error', () => schedule());
+    c.on('end', () => schedule());
+    try {
+      await c.connect();
+      await c.query(`listen ${channel}`);
+      if (reconnecting) onReconnect();
+    } catch {
+      c.end().catch(() => {});
+      schedule();
+    }
+  };
+  await connect(false);
+  return async () => {
+    closed = true;
+    if (retry) clearTimeout(retry);
+    await client?.end().catch(() => {});
+  };
 }
 
 function acquireDirectoryLock(dir: string): () => void {

@@ -68,7 +68,9 @@ export class EntitlementsRepo {
   /** Deletes an entitlement no virtual key points at; 'in_use' when one does. */
   async delete(id: number): Promise<'deleted' | 'not_found' | 'in_use'> {
     return this.knex.transaction(async (trx) => {
-      const inUse = await trx('virtual_keys').where({ entitlement_id: id }).first('id');
+      const inUse =
+        (await trx('virtual_keys').where({ entitlement_id: id }).first('id')) ??
+        (await trx('products').where({ entitlement_id: id }).first('code'));
       if (inUse) return 'in_use';
       // RETURNING rather than the affected-row count, which the PGlite dialect does not report.
       const deleted = await trx('entitlements').where({ id }).delete().returning('id');

@@ -84,7 +84,7 @@ describe('entgate start-up and migrate', () => {
     const dataDir = join(dir, 'data');
     const fresh = await runCli(['migrate'], { DATA_DIR: dataDir });
     assert.equal(fresh.code, 0, fresh.stderr);
-    assert.match(fresh.stdout, /^applied: 20261123000000_initial\n$/);
+    assert.match(fresh.stdout, /^applied: 20261123000000_initial, 20261123010000_products\n$/);
     assert.equal((await runCli(['migrate'], { DATA_DIR: dataDir })).stdout, 'already current\n');
 
     const server = await startServerProcess({ DATA_DIR: dataDir });
