@@ -114,7 +114,10 @@ export class HttpTransport {
         if (code === 'ECONNABORTED' || code === 'ETIMEDOUT') {
           throw new ResolverFailure('timeout', `no answer within ${this.options.timeoutMs} ms`);
         }
-        const transport = TRANSPORT_ERRORS.has(code) || /socket hang up/i.test((err as Error).message);
+        // No complete answer: refused, reset (before or in the middle of the body), hung up.
+        const message = (err as Error).message;
+        const transport =
+          TRANSPORT_ERRORS.has(code) || /socket hang up/i.test(message) || (code === 'ERR_BAD_RESPONSE' && /aborted/i.test(message));
         if (!transport) throw new ResolverFailure('error', (err as Error).message, { cause: err });
         const backoff = this.options.retryBackoffMs * 2 ** attempt * (0.5 + Math.random());
         if (attempt >= this.options.retries || this.now() + backoff >= deadline) {
