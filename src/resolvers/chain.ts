@@ -212,7 +212,7 @@ function ttlOf(resolution: Resolution, options: ResolverChainOptions): number {
 }
 
 /** An answer a resolver gave, checked against the contract; anything else is a failure. */
-function validated(resolution: Resolution): Resolution {
+export function validated(resolution: Resolution): Resolution {
   const r = resolution as unknown as Partial<Record<string, unknown>> | null;
   const bad = (why: string) => new ResolverFailure('invalid_answer', `resolver answered ${why}`);
   if (r === null || typeof r !== 'object') throw bad('something that is not an object');
