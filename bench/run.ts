@@ -10,8 +10,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -81,6 +82,7 @@ async function seededDatabase(count: number): Promise<string> {
       [SERVER],
     );
     const entId = ent.rows[0].id as number;
+    await c.query("insert into products (code, entitlement_id) values ('GOLD', $1)", [entId]);
     const BATCH = 10_000;
     for (let start = 0; start < count; start += BATCH) {
       const n = Math.min(BATCH, count - start);
@@ -202,6 +204,42 @@ const cycle = (keys: string[]) => {
 };
 const randomOf = (count: number) => () => `/?server=${SERVER};key=${vkey(Math.floor(Math.random() * count))}`;
 
+/**
+ * The crm resolver against a CRM in its own process: warm hits through the CRM path (decision
+ * cache warm) next to warm hits through the postgres path, and uncached CRM lookups at 10
+ * connections next to the CRM alone at 10 connections (its own latency, to subtract).
+ */
+async function crmScenarios(databaseUrl: string, customers: string[], baselineRps: number, postgresWarmRps: number): Promise<Row[]> {
+  const crm = await startProcess(['bench/fake-crm-server.mjs'], {}, 'crm listening');
+  const dir = mkdtempSync(join(tmpdir(), 'entgate-bench-'));
+  const optionsFile = join(dir, 'resolvers.json');
+  writeFileSync(
+    optionsFile,
+    JSON.stringify({ crm: { url: `${crm.url}/customers/{key}`, statusPath: 'customer.status', productsPath: 'customer.products', maxConcurrency: 64 } }),
+  );
+  const rows: Row[] = [];
+  try {
+    const warm = await startEntgate(databaseUrl, { ENTGATE_RESOLVERS: 'crm', ENTGATE_RESOLVER_OPTIONS_FILE: optionsFile });
+    await warmUp(warm.url, cycle(customers), 200);
+    const crmWarm = await drive('warm hits, crm resolver', warm.url, cycle(customers), 200);
+    await warm.stop();
+    rows.push({ load: crmWarm, baseline: baselineRps, target: 0.6, vs: { name: 'warm hits (postgres)', rps: postgresWarmRps, target: 0.9 } });
+
+    const crmAlone = await drive('the CRM alone (10 connections)', crm.url, () => `/customers/c${Math.floor(Math.random() * 1e9)}`, 200, { connections: 10 });
+    const cold = await startEntgate(databaseUrl, { ENTGATE_RESOLVERS: 'crm', ENTGATE_RESOLVER_OPTIONS_FILE: optionsFile, ENTGATE_CACHE_MAX_ENTRIES: '0' });
+    await warmUp(cold.url, randomCustomers, 200);
+    const crmCold = await drive('uncached crm lookups (10 connections)', cold.url, randomCustomers, 200, { connections: 10 });
+    await cold.stop();
+    rows.push({ load: crmAlone, baseline: baselineRps }, { load: crmCold, baseline: baselineRps, minus: crmAlone });
+  } finally {
+    await crm.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+const randomCustomers = () => `/?server=${SERVER};key=c${Math.floor(Math.random() * 1e9)}`;
+
 interface Scale {
   http: Load;
   lookupP50Us: number;
@@ -249,6 +287,10 @@ interface Row {
   load: Load;
   baseline: number;
   target?: number;
+  /** A second comparison, against another scenario of the same run. */
+  vs?: { name: string; rps: number; target: number };
+  /** A scenario whose latency is part of this one (the CRM's own), to subtract. */
+  minus?: Load;
 }
 
 async function main(): Promise<void> {
@@ -281,6 +323,7 @@ async function main(): Promise<void> {
     target: 0.15,
   });
   await uncached.stop();
+  rows.push(...(await crmScenarios(mainDb, hot, baseline.rps, rows[1]!.load.rps)));
   for (const r of rows) console.log(formatRow(r));
 
   let scale: { small: Scale; large: Scale } | undefined;
@@ -356,6 +399,22 @@ function render(
         r.target === undefined ? '' : `≥ ${r.target.toFixed(2)}, p99 ≤ 10 ms`
       } | ${verdict} |`,
     );
+  }
+  const notes = rows.filter((r) => r.vs || r.minus);
+  if (notes.length > 0) lines.push('');
+  for (const r of notes) {
+    if (r.vs) {
+      const ratio = r.load.rps / r.vs.rps;
+      lines.push(
+        `- ${r.load.name}: ${ratio.toFixed(2)} of ${r.vs.name} (target ≥ ${r.vs.target}): ${r.load.wrong + r.load.errors > 0 ? 'INVALID' : ratio >= r.vs.target ? 'PASS' : 'FAIL'}.`,
+      );
+    }
+    if (r.minus) {
+      lines.push(
+        `- ${r.load.name}: p50 ${r.load.p50} ms with the CRM's own p50 of ${r.minus.p50} ms at the same concurrency: entgate adds ~${Math.max(0, r.load.p50 - r.minus.p50)} ms ` +
+          `(${r.load.rps.toFixed(0)} checks/s against ${r.minus.rps.toFixed(0)} CRM requests/s alone; whole-millisecond resolution).`,
+      );
+    }
   }
   if (scale) {
     const ratio = scale.large.lookupP50Us / scale.small.lookupP50Us;

@@ -1,0 +1,15 @@
+// The benchmark's CRM: GET /customers/:id answers an active customer holding product GOLD.
+// A real HTTP server in its own process, on 127.0.0.1. Prints its URL when ready.
+import { createServer } from 'node:http';
+
+const server = createServer((req, res) => {
+  const id = req.url.split('/')[2]?.split('?')[0] ?? '';
+  const body = JSON.stringify({ customer: { id, status: 'active', products: ['GOLD'] } });
+  res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+});
+server.keepAliveTimeout = 5000;
+server.listen(0, '127.0.0.1', () => {
+  console.log(JSON.stringify({ msg: 'crm listening', url: `http://127.0.0.1:${server.address().port}` }));
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
