@@ -21,12 +21,13 @@ export interface Setting {
   cliOnly?: boolean;
 }
 
-const integer = (min: number, max: number) =>
-  z.coerce
-    .number({ error: `must be a whole number from ${min} to ${max}` })
-    .int({ error: `must be a whole number from ${min} to ${max}` })
-    .min(min, { error: `must be a whole number from ${min} to ${max}` })
-    .max(max, { error: `must be a whole number from ${min} to ${max}` });
+/** Plain decimal digits only: `0x50`, `8e1` and ` 80` are refused, not read as 80. */
+const integer = (min: number, max: number) => {
+  const error = `must be a whole number from ${min} to ${max}`;
+  return z
+    .union([z.number(), z.string().regex(/^\d{1,16}$/, { error }).transform(Number)], { error })
+    .pipe(z.number().int({ error }).min(min, { error }).max(max, { error }));
+};
 const port = integer(0, 65535);
 const positiveInt = (max: number) => integer(1, max);
 const nonNegativeInt = (max: number) => integer(0, max);

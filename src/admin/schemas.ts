@@ -34,7 +34,15 @@ export const cidr = z.string().transform((v, ctx) => {
   return r.cidr;
 });
 
-const id = z.coerce.number().int().positive().max(2_147_483_647);
+/**
+ * A whole number given as a JSON number or, in a path, query or CSV cell, as plain decimal
+ * digits: `0x10`, `1e1` and ` 7` are refused rather than read as another number.
+ */
+const wholeNumber = z.union([
+  z.number(),
+  z.string().regex(/^\d{1,16}$/, { error: 'must be a whole number' }).transform(Number),
+]);
+const id = wholeNumber.pipe(z.number().int().positive().max(2_147_483_647));
 
 export const entitlementCreate = z.strictObject({
   server: serverPattern,
@@ -86,7 +94,7 @@ export const virtualKeyListQuery = z.strictObject({
   entitlementId: id.optional(),
   status: z.enum(VIRTUAL_KEY_STATUSES).optional(),
   cursor: id.optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  limit: wholeNumber.pipe(z.number().int().min(1).max(1000)).default(100),
 });
 
 export const idParam = id;

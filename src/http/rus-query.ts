@@ -49,9 +49,9 @@ export function parseCheckQuery(query: string): ParsedCheckQuery {
   const cls = values.class;
   if (server === undefined || server === '') return { ok: false, reason: 'parameter server is required' };
   if (key === undefined || key === '') return { ok: false, reason: 'parameter key is required' };
-  if (server.length > MAX_LENGTH) return { ok: false, reason: `parameter server is longer than ${MAX_LENGTH} characters` };
-  if (key.length > MAX_LENGTH) return { ok: false, reason: `parameter key is longer than ${MAX_LENGTH} characters` };
-  if (cls !== undefined && cls.length > MAX_LENGTH) {
+  if (tooLong(server)) return { ok: false, reason: `parameter server is longer than ${MAX_LENGTH} characters` };
+  if (tooLong(key)) return { ok: false, reason: `parameter key is longer than ${MAX_LENGTH} characters` };
+  if (cls !== undefined && tooLong(cls)) {
     return { ok: false, reason: `parameter class is longer than ${MAX_LENGTH} characters` };
   }
   if (remoteIp !== undefined && parseIp(remoteIp) === undefined) {
@@ -64,8 +64,21 @@ export function parseCheckQuery(query: string): ParsedCheckQuery {
   return { ok: true, request };
 }
 
+/**
+ * Lengths are counted in characters (code points), as PostgreSQL's varchar(255) counts them,
+ * not in UTF-16 code units: 128 characters outside the BMP are 128, not 256.
+ */
+function tooLong(value: string): boolean {
+  if (value.length <= MAX_LENGTH) return false;
+  let count = 0;
+  for (const _ of value) if (++count > MAX_LENGTH) return true;
+  return false;
+}
+
 function decode(text: string): string | undefined {
-  if (!text.includes('%')) return isWellFormed(text) ? text : undefined;
+  // Raw characters must be well formed whether or not the value also carries escapes.
+  if (!isWellFormed(text)) return undefined;
+  if (!text.includes('%')) return text;
   try {
     // decodeURIComponent rejects malformed escapes and invalid UTF-8 (overlong forms,
     // surrogates, truncated sequences) with a URIError.

@@ -1,88 +1,120 @@
-"""Reads entitlement documents the way a Conary repository does, with real expat.
+"""Reads rUS entitlement documents the way a Conary repository does, with real expat.
 
 Written for entgate's tests from the behaviour described in shared/reference/conary-client.md
-(Conary's EntitlementParser and EntitlementAuthorization): only the elements entitlement,
-server, class, key and timeout are allowed; each element keeps only the LAST chunk of
-character data expat delivered (expat splits at entity references and newlines); an empty
-element reads as the string 'None'; values pass through Python 2 str(), so any non-ASCII
-character fails; <timeout> reads attrs['retry'] unconditionally (a KeyError unless present or
-defaulted by the DTD) and int(attrs['val']) when present; the answer's server must equal the
-requested server exactly; a missing key fails.
+(not from Conary's source). A Conary repository (Python 2):
 
-Protocol: one JSON object per line on stdin, {"doc": str, "server": str}; one JSON object per
-line on stdout, {"granted": bool, "server"?, "class"?, "key"?, "timeout"?, "retry"?, "error"?}.
+- parses the whole body with one expat `Parse(body)` call, `isfinal` left at its default
+  (False): errors expat only detects at the end of input (an element left open, an empty
+  body) go unnoticed;
+- allows only the elements entitlement, server, class, key and timeout; any other raises;
+- keeps, per element, only the LAST chunk of character data expat delivered since the element
+  (or any later element) started: expat splits text at entity references and newlines, so
+  `my&amp;Product` reads `Product` and `ab\\ncd` reads `cd`; an element without text reads as
+  the string 'None' (Python 2 `str(None)`);
+- converts each value with Python 2 `str()` of a unicode object: any non-ASCII character
+  raises UnicodeEncodeError;
+- on </timeout>: `retry = (str(attrs['retry']) == 'True')` (a KeyError when the attribute is
+  absent and not defaulted by the DTD), then `timeout = int(attrs['val'])` when `val` is there;
+  `retry` defaults to True and `timeout` to None;
+- then grants only when the answer's `server` equals the server it asked about, character for
+  character, and a `key` is present (`class` is optional).
+
+Any exception means: no access.
+
+Protocol: one JSON object per line on stdin, {"id": n, "doc": <base64 of the body bytes>,
+"server": str}; one JSON object per line on stdout, {"id": n, "granted": bool, "server"?,
+"class"?, "key"?, "timeout"?, "retry"?, "error"?}.
 """
+import base64
 import json
 import sys
 import xml.parsers.expat
+
+if hasattr(sys, 'set_int_max_str_digits'):
+    sys.set_int_max_str_digits(0)  # Python 2 int() has no such limit
 
 ALLOWED = ('entitlement', 'server', 'class', 'key', 'timeout')
 
 
 def py2_str(value):
+    """Python 2 str() of what expat returned (unicode, or None for an element without text)."""
     if value is None:
         return 'None'
-    for ch in value:
-        if ord(ch) > 127:
-            raise UnicodeEncodeError('ascii', value, 0, 1, 'ordinal not in range(128)')
-    return str(value)
+    value.encode('ascii')  # raises UnicodeEncodeError exactly where Python 2 str() would
+    return value
 
 
-class Reader(dict):
-    def __init__(self):
-        dict.__init__(self)
-        self['retry'] = True
-        self['timeout'] = None
-        self.state = []
-        self.data = None
-        self.parser = xml.parsers.expat.ParserCreate()
-        self.parser.StartElementHandler = self.start
-        self.parser.EndElementHandler = self.end
-        self.parser.CharacterDataHandler = self.chars
+def py2_int(value):
+    """Python 2 int() of a unicode string: like Python 3's, but without '_' separators."""
+    if '_' in value:
+        raise ValueError('invalid literal for int() with base 10: %r' % value)
+    return int(value)
 
-    def start(self, name, attrs):
+
+def read_document(body):
+    fields = {'retry': True, 'timeout': None}
+    open_elements = []
+    last_chunk = [None]
+
+    def start(name, attrs):
         if name not in ALLOWED:
-            raise SyntaxError('element %s is not allowed' % name)
-        self.state.append((name, attrs))
-        self.data = None
+            raise SyntaxError('element <%s> is not allowed' % name)
+        open_elements.append((name, attrs))
+        last_chunk[0] = None
 
-    def end(self, name):
-        state, attrs = self.state.pop()
-        if state == 'timeout':
-            self['retry'] = py2_str(attrs['retry']) == 'True'
+    def end(_name):
+        name, attrs = open_elements.pop()
+        if name == 'timeout':
+            fields['retry'] = py2_str(attrs['retry']) == 'True'
             if 'val' in attrs:
-                self['timeout'] = int(attrs['val'])
+                fields['timeout'] = py2_int(attrs['val'])
         else:
-            self[state] = py2_str(self.data)
+            fields[name] = py2_str(last_chunk[0])
 
-    def chars(self, data):
-        self.data = data
+    def characters(data):
+        last_chunk[0] = data
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = characters
+    parser.Parse(body)  # one call on the whole body, isfinal left at its default, as Conary does
+    return fields
 
 
-def judge(doc, requested_server):
-    body = doc.encode('utf-8')
-    reader = Reader()
+def judge(body, requested_server):
     try:
-        if b'<entitlement>' not in body:
-            body = b'<entitlement>' + body + b'</entitlement>'
-        reader.parser.Parse(body, True)
-        cls = reader.get('class', None)
-        key = reader['key']
-    except Exception as err:  # anything at all means: no access
+        fields = read_document(body)
+        server = fields['server']  # compared first: a KeyError when absent
+    except Exception as err:  # anything at all: no access
         return {'granted': False, 'error': '%s: %s' % (type(err).__name__, err)}
-    server = reader.get('server')
-    out = {'server': server, 'key': key, 'timeout': reader['timeout'], 'retry': reader['retry']}
-    if cls is not None:
-        out['class'] = cls
+    verdict = {'server': server, 'timeout': fields['timeout'], 'retry': fields['retry']}
+    if 'class' in fields:
+        verdict['class'] = fields['class']
+    if 'key' in fields:
+        verdict['key'] = fields['key']
     if server != requested_server:
-        out['granted'] = False
-        out['error'] = 'server mismatch: asked %r, answered %r' % (requested_server, server)
+        verdict['granted'] = False
+        verdict['error'] = 'server mismatch: asked %r, answered %r' % (requested_server, server)
+    elif 'key' not in fields:
+        verdict['granted'] = False
+        verdict['error'] = "KeyError: 'key'"
     else:
-        out['granted'] = True
-    return out
+        verdict['granted'] = True
+    return verdict
 
 
-for line in sys.stdin:
-    request = json.loads(line)
-    sys.stdout.write(json.dumps(judge(request['doc'], request['server'])) + '\n')
-    sys.stdout.flush()
+def main():
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return
+        request = json.loads(line)
+        verdict = judge(base64.b64decode(request['doc']), request['server'])
+        verdict['id'] = request['id']
+        sys.stdout.write(json.dumps(verdict) + '\n')
+        sys.stdout.flush()
+
+
+main()
