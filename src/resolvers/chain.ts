@@ -207,7 +207,7 @@ function outcomeOf(resolution: Exclude<Resolution, { outcome: 'pass' }>, resolve
 }
 
 function ttlOf(resolution: Resolution, options: ResolverChainOptions): number {
-  if (resolution.outcome !== 'pass' && resolution.ttlSeconds !== undefined) return resolution.ttlSeconds * 1000;
+  if (resolution.ttlSeconds !== undefined) return resolution.ttlSeconds * 1000;
   return resolution.outcome === 'entitled' ? options.ttlMs : options.negativeTtlMs;
 }
 
@@ -220,7 +220,7 @@ export function validated(resolution: Resolution): Resolution {
   if (ttl !== undefined && !(typeof ttl === 'number' && ttl >= 0 && Number.isFinite(ttl))) throw bad('an invalid ttlSeconds');
   switch (r.outcome) {
     case 'pass':
-      return { outcome: 'pass' };
+      return ttl === undefined ? { outcome: 'pass' } : { outcome: 'pass', ttlSeconds: ttl as number };
     case 'denied':
       if (typeof r.reason !== 'string' || !/^[a-z0-9_:.-]{1,64}$/.test(r.reason)) throw bad('a denial without a snake_case reason');
       return resolution;

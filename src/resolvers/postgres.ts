@@ -51,6 +51,7 @@ function toResolution(decision: CheckDecision): Resolution {
       virtualKeyId: decision.virtualKeyId,
     };
   }
-  if (decision.reason === 'unknown_key') return { outcome: 'pass' };
+  // Unknown keys are remembered by the lookup cache above (and forgotten on NOTIFY); the chain need not keep them twice.
+  if (decision.reason === 'unknown_key') return { outcome: 'pass', ttlSeconds: 0 };
   return { outcome: 'denied', reason: decision.reason, ttlSeconds: 0, ...(decision.virtualKeyId !== null && { virtualKeyId: decision.virtualKeyId }) };
 }

@@ -66,6 +66,8 @@ export interface Denied {
 /** No opinion: let the next resolver decide. */
 export interface Pass {
   outcome: 'pass';
+  /** How long entgate may reuse this answer (seconds); 0 = do not cache (a resolver with a cache of its own). Default: ENTGATE_CACHE_NEGATIVE_TTL_SECONDS. */
+  ttlSeconds?: number;
 }
 
 export type Resolution = Entitled | Denied | Pass;
