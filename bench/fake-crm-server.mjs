@@ -1,5 +1,5 @@
 // The benchmark's CRM: GET /customers/:id answers an active customer holding product GOLD.
-// A real HTTP server in its own process, on 127.0.0.1. Prints its URL when ready.
+// A real HTTP server in its own process, on 127.0.0.1:$PORT.
 import { createServer } from 'node:http';
 
 const server = createServer((req, res) => {
@@ -9,7 +9,7 @@ const server = createServer((req, res) => {
   res.end(body);
 });
 server.keepAliveTimeout = 5000;
-server.listen(0, '127.0.0.1', () => {
-  console.log(JSON.stringify({ msg: 'crm listening', url: `http://127.0.0.1:${server.address().port}` }));
-});
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+server.listen(Number(process.env.PORT ?? 0), '127.0.0.1');
+const stop = () => server.close(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);

@@ -1,471 +1,498 @@
 /**
  * `npm run bench`: the rUS check under load, against a bare node:http baseline measured in
  * the same run (the machines are shared and noisy: only ratios within one run mean much).
- * Every server runs as its own process; autocannon drives it from this one. Everything is on
- * 127.0.0.1, bounded in time and count. Writes its results into docs/benchmarks.md.
+ * Every server (the baseline, each entgate configuration, the fake CRM) runs as its own
+ * process on 127.0.0.1; autocannon drives them from this process. Every phase is bounded in
+ * time and count; servers are stopped and databases dropped on the way out, also on failure
+ * and on Ctrl-C. Writes its results between the markers of docs/benchmarks.md.
  *
- * Knobs: BENCH_DATABASE_URL (an admin URL; a database is created and dropped),
- * BENCH_DURATION (seconds per scenario, default 10), BENCH_SCALE=0 (skip 10k vs 1M keys),
- * BENCH_RSS_KEYS (distinct keys for the memory run, default 1000000; 0 skips it).
+ * Knobs (environment):
+ *   BENCH_DATABASE_URL   admin URL of a PostgreSQL it may create databases on
+ *                        (default postgres://postgres@127.0.0.1:5432/postgres)
+ *   BENCH_DURATION       seconds per measured scenario (default 10), after a 2 s warm-up
+ *   BENCH_SCALE=0        skip 10,000 vs 1,000,000 keys
+ *   BENCH_RSS_KEYS       distinct unknown keys for the memory run (default 1000000; 0 skips it)
+ *   BENCH_CRM=0          skip the crm resolver scenarios
+ *   BENCH_NO_DOC=1       print the results without writing docs/benchmarks.md
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
-import pg from 'pg';
-import { createKeyHasher, keyHint } from '../src/domain/virtual-key.ts';
-import { openDatabase, migrate } from '../src/store/db.ts';
+import { createKeyHasher } from '../src/domain/virtual-key.ts';
+import { renderEntitlementDocument } from '../src/domain/entitlement-document.ts';
+import { openDatabase } from '../src/store/db.ts';
 import { VirtualKeysRepo } from '../src/store/virtual-keys-repo.ts';
+import { Databases, seedEntitlements, seedKeys, type EntitlementSeed } from './lib/database.ts';
+import { combine, describe, drive, type LoadResult, type LoadSpec } from './lib/load.ts';
+import { killAllNow, rssMiB, startServer, stopAll, type ServerProcess } from './lib/processes.ts';
+import {
+  renderResults,
+  rssVerdict,
+  scaleVerdict,
+  scenarioVerdict,
+  writeResults,
+  type RssResult,
+  type RssSample,
+  type ScaleResult,
+  type ScenarioRow,
+} from './lib/report.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// ---------------------------------------------------------------- settings
+
+function numberEnv(name: string, fallback: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}`);
+  return n;
+}
+
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const DURATION = numberEnv('BENCH_DURATION', 10, 1, 120);
 const SCALE = process.env.BENCH_SCALE !== '0';
-const RSS_KEYS = Number(process.env.BENCH_RSS_KEYS ?? 1_000_000);
+const RSS_KEYS = Math.floor(numberEnv('BENCH_RSS_KEYS', 1_000_000, 0, 5_000_000));
+const CRM = process.env.BENCH_CRM !== '0';
+const WRITE_DOC = process.env.BENCH_NO_DOC !== '1';
 const CONNECTIONS = 50;
+const SCALE_CONNECTIONS = 10;
+const WARMUP_SECONDS = 2;
+const MAIN_KEYS = 100_000;
+const HOT_KEYS = 1_000;
+const SCALE_SMALL = 10_000;
+const SCALE_LARGE = 1_000_000;
+/** Bounds of the memory run and of the whole benchmark. */
+const RSS_MAX_SECONDS = 240;
+const RUN_MAX_SECONDS = 20 * 60;
+
 const SECRET = randomBytes(32).toString('hex');
+const ADMIN_TOKEN = randomBytes(16).toString('hex');
 const SERVER = 'rm.example.com';
+const CLASS = 'myProduct';
 const hashKey = createKeyHasher(SECRET);
 
-const children = new Set<ChildProcess>();
-const databases = new Set<string>();
+/** Virtual keys of 27 characters, like generated ones (160 bits, base64url). */
+const KEY_TAIL = 'q7mZ2pLr4sT9wYc3N';
+const virtualKey = (i: number) => `vk${i.toString(36).padStart(8, '0')}${KEY_TAIL}`;
+const unknownKey = (i: number) => `uk${i.toString(36).padStart(8, '0')}${KEY_TAIL}`;
+const RUN_TAG = randomBytes(4).toString('hex');
+const distinctUnknownKey = (i: number) => `rs${RUN_TAG}${i.toString(36).padStart(8, '0')}${KEY_TAIL.slice(0, 9)}`;
+const checkPath = (key: string) => `/?server=${SERVER};class=${CLASS};key=${key};remote_ip=1.2.3.4`;
 
-// ---------------------------------------------------------------- databases and seeding
+/** A few entitlements; every real key is 40 hex digits, so every document has one size. */
+const ENTITLEMENTS: EntitlementSeed[] = [
+  { serverPattern: SERVER, class: CLASS, realKey: randomBytes(20).toString('hex'), description: 'bench: exact host' },
+  { serverPattern: '*.example.com', class: CLASS, realKey: randomBytes(20).toString('hex'), description: 'bench: domain pattern' },
+  { serverPattern: '*', class: CLASS, realKey: randomBytes(20).toString('hex'), description: 'bench: every server' },
+  { serverPattern: 'RM.Example.com', class: CLASS, realKey: randomBytes(20).toString('hex'), description: 'bench: exact host, other case' },
+];
+const DOCUMENTS = ENTITLEMENTS.map((e) => renderEntitlementDocument({ server: SERVER, class: e.class, key: e.realKey, timeout: null }));
 
-function dbUrl(name: string): string {
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
+const dbs = new Databases(ADMIN_URL);
+const tempDirs: string[] = [];
+const notes: string[] = [];
 
-async function adminQuery(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: ADMIN_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
+const log = (msg: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
-async function serverVersion(): Promise<string> {
-  const c = new pg.Client({ connectionString: ADMIN_URL });
-  await c.connect();
-  try {
-    return String((await c.query('show server_version')).rows[0].server_version).split(' ')[0]!;
-  } finally {
-    await c.end();
-  }
-}
+// ---------------------------------------------------------------- servers
 
-const vkey = (i: number) => `bench-key-${i.toString(36).padStart(6, '0')}`;
+const entgateEnv = (databaseUrl: string, env: Record<string, string>) => ({
+  HOST: '127.0.0.1',
+  DATABASE_URL: databaseUrl,
+  ENTGATE_KEY_SECRET: SECRET,
+  ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN,
+  LOG_LEVEL: 'warn',
+  ...env,
+});
 
-/** A fresh database with the schema and `count` virtual keys (vkey(0) .. vkey(count - 1)). */
-async function seededDatabase(count: number): Promise<string> {
-  const name = `entgate_bench_${randomBytes(5).toString('hex')}`;
-  await adminQuery(`create database ${name}`);
-  databases.add(name);
-  const url = dbUrl(name);
-  const db = await openDatabase({ databaseUrl: url, dataDir: '/nonexistent' });
-  await migrate(db);
-  await db.close();
+const startEntgate = (name: string, databaseUrl: string, env: Record<string, string> = {}) =>
+  startServer(name, ['src/cli/entgate.js', 'serve'], entgateEnv(databaseUrl, env), '/readyz');
 
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    const ent = await c.query(
-      "insert into entitlements (server_pattern, class, real_key) values ($1, 'myProduct', '03d59e663c1af9ac33a9949d1193505a8460731e') returning id",
-      [SERVER],
-    );
-    const entId = ent.rows[0].id as number;
-    await c.query("insert into products (code, entitlement_id) values ('GOLD', $1)", [entId]);
-    const BATCH = 10_000;
-    for (let start = 0; start < count; start += BATCH) {
-      const n = Math.min(BATCH, count - start);
-      const hashes: string[] = [];
-      const hints: string[] = [];
-      for (let i = start; i < start + n; i++) {
-        hashes.push(hashKey(vkey(i)));
-        hints.push(keyHint(vkey(i)));
-      }
-      await c.query(
-        'insert into virtual_keys (entitlement_id, key_hash, key_hint) select $1, h, k from unnest($2::text[], $3::text[]) as t(h, k)',
-        [entId, hashes, hints],
-      );
-    }
-    await c.query('analyze');
-  } finally {
-    await c.end();
-  }
+/** A new database, migrated by starting entgate on it once (it migrates on start). */
+async function migratedDatabase(): Promise<string> {
+  const url = await dbs.create();
+  const server = await startEntgate('entgate (migrations)', url);
+  await server.stop();
   return url;
 }
 
-// ---------------------------------------------------------------- processes
-
-interface Proc {
-  child: ChildProcess;
-  url: string;
-  stop(): Promise<void>;
-}
-
-function startProcess(args: string[], env: Record<string, string>, readyMsg: string): Promise<Proc> {
-  const child = spawn(process.execPath, args, {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  children.add(child);
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await exited;
-    children.delete(child);
-  };
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start`)), 60_000);
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const m = JSON.parse(line) as { msg?: string; url?: string };
-        if (m.msg === readyMsg && m.url) {
-          clearTimeout(timer);
-          resolve({ child, url: m.url, stop });
-        }
-      } catch {
-        // not JSON
-      }
-    });
-    void exited.then(() => reject(new Error(`${args.join(' ')} exited before it was ready`)));
-  });
-}
-
-const startBaseline = () => startProcess(['bench/baseline-server.mjs'], {}, 'baseline listening');
-const startEntgate = (databaseUrl: string, env: Record<string, string> = {}) =>
-  startProcess(
-    ['src/cli/entgate.js', 'serve'],
-    { PORT: '0', HOST: '127.0.0.1', DATABASE_URL: databaseUrl, ENTGATE_KEY_SECRET: SECRET, LOG_LEVEL: 'info', ...env },
-    'entgate listening',
-  );
-
-function rssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+/** After a scenario: a server that died is a finding, with its last words. */
+function checkAlive(server: ServerProcess): void {
+  if (!server.exited()) return;
+  const tail = server.output().trim().split('\n').slice(-5).join(' | ');
+  const note = `${server.name} exited during the run (exit ${server.child.exitCode ?? server.child.signalCode}): ${tail.slice(0, 800)}`;
+  notes.push(note);
+  log(`WARNING: ${note}`);
 }
 
 // ---------------------------------------------------------------- load
 
-interface Load {
-  name: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  requests: number;
-  wrong: number;
-  errors: number;
+async function measure(spec: Omit<LoadSpec, 'connections'> & { connections?: number }, server?: ServerProcess): Promise<LoadResult> {
+  const connections = spec.connections ?? CONNECTIONS;
+  const warm = await drive({ ...spec, name: `${spec.name} (warm-up)`, connections, duration: WARMUP_SECONDS, amount: undefined });
+  if (!warm.valid) log(`  warm-up: ${describe(warm)}`);
+  const result = await drive({ ...spec, connections, duration: spec.amount === undefined ? (spec.duration ?? DURATION) : undefined });
+  log(`  ${describe(result)}`);
+  if (server) checkAlive(server);
+  return result;
 }
 
-async function drive(
-  name: string,
-  url: string,
-  nextPath: () => string,
-  expect: number,
-  opts: { duration?: number; amount?: number; connections?: number } = {},
-): Promise<Load> {
-  const result = await autocannon({
-    url,
-    connections: opts.connections ?? CONNECTIONS,
-    ...(opts.amount !== undefined ? { amount: opts.amount } : { duration: opts.duration ?? DURATION }),
-    requests: [{ method: 'GET', setupRequest: (req: autocannon.Request) => ({ ...req, path: nextPath() }) }],
-  });
-  const stats = (result as unknown as { statusCodeStats: Record<string, { count: number }> }).statusCodeStats;
-  let ok = 0;
-  let total = 0;
-  for (const [code, { count }] of Object.entries(stats)) {
-    total += count;
-    if (Number(code) === expect) ok += count;
-  }
-  return {
-    name,
-    rps: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    requests: total,
-    wrong: total - ok,
-    errors: result.errors + result.timeouts,
-  };
-}
-
-const cycle = (keys: string[]) => {
+const cycle = (paths: string[]) => {
   let i = 0;
-  return () => `/?server=${SERVER};class=myProduct;key=${keys[i++ % keys.length]};remote_ip=10.0.0.1`;
+  return () => paths[i++ % paths.length]!;
 };
-const randomOf = (count: number) => () => `/?server=${SERVER};key=${vkey(Math.floor(Math.random() * count))}`;
+
+/** One check by hand before a scenario: its status, and for a grant the exact document. */
+async function expectAnswer(server: ServerProcess, key: string, status: number): Promise<void> {
+  const res = await fetch(`${server.url}${checkPath(key)}`, { signal: AbortSignal.timeout(10_000) });
+  const body = await res.text();
+  if (res.status !== status) throw new Error(`${server.name}: ${key.slice(0, 4)}… answered ${res.status}, expected ${status}`);
+  if (status === 200 && !DOCUMENTS.includes(body)) throw new Error(`${server.name}: the document is not the expected one:\n${body}`);
+}
+
+// ---------------------------------------------------------------- phases
+
+async function mainScenarios(mainUrl: string) {
+  const hotPaths = Array.from({ length: HOT_KEYS }, (_, i) => checkPath(virtualKey(i * 97)));
+  const unknownPaths = Array.from({ length: HOT_KEYS }, (_, i) => checkPath(unknownKey(i)));
+  const randomPath = (count: number) => () => checkPath(virtualKey(Math.floor(Math.random() * count)));
+
+  // The baseline runs before and after the main entgate scenarios; both runs are pooled, so
+  // that drift on the machine during those minutes weighs on both sides of the ratios.
+  const bareBody = { BENCH_BODY: Buffer.from(DOCUMENTS[0]!).toString('base64') };
+  const measureBaseline = async (when: string) => {
+    log(`baseline (${when}): bare node:http answering a ${Buffer.byteLength(DOCUMENTS[0]!)}-byte document`);
+    const bare = await startServer('baseline', ['bench/baseline-server.mjs'], bareBody, '/');
+    try {
+      return await measure({ name: `bare node:http (baseline, ${when})`, url: bare.url, path: cycle(hotPaths), expect: 200 }, bare);
+    } finally {
+      await bare.stop();
+    }
+  };
+  const baselineRuns = [await measureBaseline('before')];
+
+  log('entgate, default cache: warm hits, then unknown keys');
+  const cached = await startEntgate('entgate (default cache)', mainUrl);
+  const rows: ScenarioRow[] = [];
+  try {
+    await expectAnswer(cached, virtualKey(0), 200);
+    await expectAnswer(cached, unknownKey(0), 404);
+    rows.push({
+      load: await measure({ name: 'warm hits', url: cached.url, path: cycle(hotPaths), expect: 200 }, cached),
+      minRatio: 0.6,
+      p99Target: true,
+    });
+    rows.push({
+      load: await measure({ name: 'unknown keys (negative cache)', url: cached.url, path: cycle(unknownPaths), expect: 404 }, cached),
+      minRatio: 0.5,
+      p99Target: true,
+    });
+  } finally {
+    await cached.stop();
+  }
+
+  log('entgate, cache off: every check is a PostgreSQL lookup');
+  const uncached = await startEntgate('entgate (cache off)', mainUrl, { ENTGATE_CACHE_MAX_ENTRIES: '0' });
+  try {
+    rows.push({
+      load: await measure({ name: 'uncached lookups (PostgreSQL)', url: uncached.url, path: randomPath(MAIN_KEYS), expect: 200 }, uncached),
+      minRatio: 0.15,
+      p99Target: true,
+    });
+  } finally {
+    await uncached.stop();
+  }
+  baselineRuns.push(await measureBaseline('after'));
+  const [before, after] = baselineRuns as [LoadResult, LoadResult];
+  const baseline = combine('bare node:http (baseline)', baselineRuns);
+  const drift = after.rps / before.rps - 1;
+  notes.push(
+    `Baseline before the entgate scenarios ${before.rps.toFixed(0)} req/s, after them ${after.rps.toFixed(0)} req/s ` +
+      `(${drift >= 0 ? '+' : ''}${(drift * 100).toFixed(0)}%); the table pools both.` +
+      (Math.abs(drift) > 0.15 ? ' The machine drifted by more than 15% meanwhile: ratios of this run are less reliable.' : ''),
+  );
+  return { baseline, rows, hotPaths };
+}
 
 /**
  * The crm resolver against a CRM in its own process: warm hits through the CRM path (decision
- * cache warm) next to warm hits through the postgres path, and uncached CRM lookups at 10
- * connections next to the CRM alone at 10 connections (its own latency, to subtract).
+ * cache warm), and uncached CRM lookups at 10 connections next to the CRM alone at 10
+ * connections (its own latency, to subtract).
  */
-async function crmScenarios(databaseUrl: string, customers: string[], baselineRps: number, postgresWarmRps: number): Promise<Row[]> {
-  const crm = await startProcess(['bench/fake-crm-server.mjs'], {}, 'crm listening');
+async function crmScenarios(mainUrl: string, hotPaths: string[], postgresWarmRps: number): Promise<ScenarioRow[]> {
+  log('crm resolver: a fake CRM in its own process');
+  const crm = await startServer('fake CRM', ['bench/fake-crm-server.mjs'], {}, '/customers/ready');
   const dir = mkdtempSync(join(tmpdir(), 'entgate-bench-'));
+  tempDirs.push(dir);
   const optionsFile = join(dir, 'resolvers.json');
   writeFileSync(
     optionsFile,
     JSON.stringify({ crm: { url: `${crm.url}/customers/{key}`, statusPath: 'customer.status', productsPath: 'customer.products', maxConcurrency: 64 } }),
   );
-  const rows: Row[] = [];
+  const crmEnv = { ENTGATE_RESOLVERS: 'crm', ENTGATE_RESOLVER_OPTIONS_FILE: optionsFile };
+  const randomCustomer = () => checkPath(`c${Math.floor(Math.random() * 1e9)}`);
+  const rows: ScenarioRow[] = [];
   try {
-    const warm = await startEntgate(databaseUrl, { ENTGATE_RESOLVERS: 'crm', ENTGATE_RESOLVER_OPTIONS_FILE: optionsFile });
-    await warmUp(warm.url, cycle(customers), 200);
-    const crmWarm = await drive('warm hits, crm resolver', warm.url, cycle(customers), 200);
-    await warm.stop();
-    rows.push({ load: crmWarm, baseline: baselineRps, target: 0.6, vs: { name: 'warm hits (postgres)', rps: postgresWarmRps, target: 0.9 } });
-
-    const crmAlone = await drive('the CRM alone (10 connections)', crm.url, () => `/customers/c${Math.floor(Math.random() * 1e9)}`, 200, { connections: 10 });
-    const cold = await startEntgate(databaseUrl, { ENTGATE_RESOLVERS: 'crm', ENTGATE_RESOLVER_OPTIONS_FILE: optionsFile, ENTGATE_CACHE_MAX_ENTRIES: '0' });
-    await warmUp(cold.url, randomCustomers, 200);
-    const crmCold = await drive('uncached crm lookups (10 connections)', cold.url, randomCustomers, 200, { connections: 10 });
-    await cold.stop();
-    rows.push({ load: crmAlone, baseline: baselineRps }, { load: crmCold, baseline: baselineRps, minus: crmAlone });
+    const warm = await startEntgate('entgate (crm, default cache)', mainUrl, crmEnv);
+    try {
+      rows.push({
+        load: await measure({ name: 'warm hits, crm resolver', url: warm.url, path: cycle(hotPaths), expect: 200 }, warm),
+        minRatio: 0.6,
+        p99Target: true,
+        vs: { name: 'warm hits (postgres)', rps: postgresWarmRps, minRatio: 0.9 },
+      });
+    } finally {
+      await warm.stop();
+    }
+    const alone = await measure({
+      name: 'the CRM alone',
+      url: crm.url,
+      path: () => `/customers/c${Math.floor(Math.random() * 1e9)}`,
+      expect: 200,
+      connections: SCALE_CONNECTIONS,
+    });
+    rows.push({ load: alone, connections: SCALE_CONNECTIONS });
+    const cold = await startEntgate('entgate (crm, cache off)', mainUrl, { ...crmEnv, ENTGATE_CACHE_MAX_ENTRIES: '0' });
+    try {
+      const load = await measure(
+        { name: 'uncached crm lookups', url: cold.url, path: randomCustomer, expect: 200, connections: SCALE_CONNECTIONS },
+        cold,
+      );
+      rows.push({ load, connections: SCALE_CONNECTIONS });
+      notes.push(
+        `uncached crm lookups: p50 ${load.p50.toFixed(2)} ms against the CRM's own ${alone.p50.toFixed(2)} ms at the same concurrency: ` +
+          `entgate adds ~${(load.p50 - alone.p50).toFixed(2)} ms per check (${load.rps.toFixed(0)} checks/s, ${alone.rps.toFixed(0)} CRM requests/s alone).`,
+      );
+    } finally {
+      await cold.stop();
+    }
   } finally {
     await crm.stop();
-    rmSync(dir, { recursive: true, force: true });
   }
   return rows;
 }
 
-const randomCustomers = () => `/?server=${SERVER};key=c${Math.floor(Math.random() * 1e9)}`;
-
-interface Scale {
-  http: Load;
-  lookupP50Us: number;
-  lookupP99Us: number;
-}
-
-/**
- * The lookup itself, timed with a microsecond clock: the repository's query for random keys,
- * one at a time over a real connection, after a warm-up pass (autocannon's latencies are whole
- * milliseconds, too coarse to compare). Then the check over HTTP at 10 connections, for scale.
- */
-async function measureScale(databaseUrl: string, count: number): Promise<Scale> {
+/** The lookup query alone, timed one at a time from here, after a warm-up (µs). */
+async function timeLookups(databaseUrl: string, count: number): Promise<{ p50: number; p99: number }> {
   const db = await openDatabase({ databaseUrl, dataDir: '/nonexistent', poolMax: 1 });
   const repo = new VirtualKeysRepo(db);
   const times: number[] = [];
   try {
-    for (let i = 0; i < 6000; i++) {
-      const hash = hashKey(vkey(Math.floor(Math.random() * count)));
+    for (let i = 0; i < 5500; i++) {
+      const hash = hashKey(virtualKey(Math.floor(Math.random() * count)));
       const t = process.hrtime.bigint();
       const found = await repo.findMappingByHash(hash);
-      if (i >= 1000) times.push(Number(process.hrtime.bigint() - t) / 1000);
+      if (i >= 500) times.push(Number(process.hrtime.bigint() - t) / 1000);
       if (!found) throw new Error('a seeded key was not found');
     }
   } finally {
     await db.close();
   }
   times.sort((a, b) => a - b);
-  const p = await startEntgate(databaseUrl, { ENTGATE_CACHE_MAX_ENTRIES: '0' });
+  return { p50: times[Math.floor(times.length * 0.5)]!, p99: times[Math.floor(times.length * 0.99)]! };
+}
+
+async function scalePhase(entitlementsFor: (url: string) => Promise<number[]>): Promise<ScaleResult> {
+  const sizes = [SCALE_SMALL, SCALE_LARGE] as const;
+  const urls: string[] = [];
+  for (const count of sizes) {
+    const t = Date.now();
+    const url = await migratedDatabase();
+    await seedKeys(url, count, virtualKey, hashKey, await entitlementsFor(url));
+    log(`scaling: ${count.toLocaleString('en')} keys seeded in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    urls.push(url);
+  }
+  const lookups = [await timeLookups(urls[0]!, SCALE_SMALL), await timeLookups(urls[1]!, SCALE_LARGE)];
+  log(`scaling: the lookup query alone, p50 ${lookups[0]!.p50.toFixed(0)} µs (10k) vs ${lookups[1]!.p50.toFixed(0)} µs (1M)`);
+
+  const servers: ServerProcess[] = [];
   try {
-    await warmUp(p.url, randomOf(count), 200);
-    const http = await drive(`uncached, ${count.toLocaleString('en')} keys`, p.url, randomOf(count), 200, { connections: 10 });
-    return { http, lookupP50Us: times[Math.floor(times.length * 0.5)]!, lookupP99Us: times[Math.floor(times.length * 0.99)]! };
+    for (let i = 0; i < 2; i++) {
+      servers.push(await startEntgate(`entgate (cache off, ${sizes[i]!.toLocaleString('en')} keys)`, urls[i]!, { ENTGATE_CACHE_MAX_ENTRIES: '0' }));
+    }
+    const spec = (i: number, name: string): LoadSpec => ({
+      name,
+      url: servers[i]!.url,
+      path: () => checkPath(virtualKey(Math.floor(Math.random() * sizes[i]!))),
+      expect: 200,
+      connections: SCALE_CONNECTIONS,
+    });
+    for (let i = 0; i < 2; i++) await drive({ ...spec(i, 'warm-up'), duration: WARMUP_SECONDS });
+    // A B B A: both databases see the same share of the machine's drift.
+    const runs: LoadResult[][] = [[], []];
+    const half = Math.max(1, Math.round(DURATION / 2));
+    for (const i of [0, 1, 1, 0]) {
+      const r = await drive({ ...spec(i, `uncached, ${sizes[i]!.toLocaleString('en')} keys`), duration: half });
+      log(`  ${describe(r)}`);
+      runs[i]!.push(r);
+    }
+    servers.forEach(checkAlive);
+    const [small, large] = [0, 1].map((i) => combine(`uncached, ${sizes[i]!.toLocaleString('en')} keys`, runs[i]!));
+    return {
+      small: { keys: SCALE_SMALL, load: small!, lookupP50Us: lookups[0]!.p50, lookupP99Us: lookups[0]!.p99 },
+      large: { keys: SCALE_LARGE, load: large!, lookupP50Us: lookups[1]!.p50, lookupP99Us: lookups[1]!.p99 },
+      connections: SCALE_CONNECTIONS,
+      rounds: 2,
+    };
   } finally {
-    await p.stop();
+    for (const s of servers) await s.stop();
   }
 }
 
-async function warmUp(url: string, nextPath: () => string, expect: number): Promise<void> {
-  await drive('warm-up', url, nextPath, expect, { duration: 2 });
+async function rssPhase(mainUrl: string): Promise<RssResult> {
+  log(`memory: ${RSS_KEYS.toLocaleString('en')} distinct unknown keys through the default cache`);
+  const server = await startEntgate('entgate (default cache, memory run)', mainUrl);
+  try {
+    const sample = (keys: number): RssSample => ({ keys, mib: server.exited() ? Number.NaN : rssMiB(server.pid) });
+    const start = sample(0);
+    let peak = start;
+    let sent = 0;
+    let at200k: RssSample | undefined;
+    let mid: RssSample | undefined;
+    const midAt = Math.floor(RSS_KEYS / 2);
+    const timer = setInterval(() => {
+      const s = sample(sent);
+      if (s.mib > peak.mib) peak = s;
+    }, 1000);
+    let load: LoadResult;
+    try {
+      load = await drive({
+        name: 'distinct unknown keys',
+        url: server.url,
+        path: () => {
+          const n = sent++;
+          if (n === 200_000) at200k = sample(n);
+          if (n === midAt) mid = sample(n);
+          return checkPath(distinctUnknownKey(n));
+        },
+        expect: 404,
+        connections: CONNECTIONS,
+        amount: RSS_KEYS,
+        maxSeconds: RSS_MAX_SECONDS,
+      });
+    } finally {
+      clearInterval(timer);
+    }
+    const end = sample(Math.min(sent, load.responses));
+    if (end.mib > peak.mib) peak = end;
+    log(`  ${describe(load)}`);
+    checkAlive(server);
+    let health: Record<string, unknown> | undefined;
+    try {
+      const res = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(5000) });
+      health = (await res.json()) as Record<string, unknown>;
+    } catch {
+      // reported as absent
+    }
+    const result: RssResult = { load, start, at200k, mid, end, peak, target: RSS_KEYS, health };
+    log(`  RSS MiB: start ${start.mib.toFixed(0)}, 200k ${at200k?.mib.toFixed(0)}, mid ${mid?.mib.toFixed(0)}, end ${end.mib.toFixed(0)}, peak ${peak.mib.toFixed(0)}`);
+    return result;
+  } finally {
+    await server.stop();
+  }
 }
 
 // ---------------------------------------------------------------- the run
 
-interface Row {
-  load: Load;
-  baseline: number;
-  target?: number;
-  /** A second comparison, against another scenario of the same run. */
-  vs?: { name: string; rps: number; target: number };
-  /** A scenario whose latency is part of this one (the CRM's own), to subtract. */
-  minus?: Load;
-}
-
 async function main(): Promise<void> {
   const started = Date.now();
-  console.log(`seeding 100,000 virtual keys on ${new URL(ADMIN_URL).host}…`);
-  const mainDb = await seededDatabase(100_000);
-  const hot = Array.from({ length: 1000 }, (_, i) => vkey(i * 97));
-  const unknown = Array.from({ length: 1000 }, (_, i) => `unknown-key-${i}`);
-  const rows: Row[] = [];
-
-  const baselineProc = await startBaseline();
-  await warmUp(baselineProc.url, cycle(hot), 200);
-  const baseline = await drive('bare node:http (baseline)', baselineProc.url, cycle(hot), 200);
-  await baselineProc.stop();
-  rows.push({ load: baseline, baseline: baseline.rps });
-  console.log(`baseline: ${baseline.rps.toFixed(0)} req/s`);
-
-  const cached = await startEntgate(mainDb);
-  await warmUp(cached.url, cycle(hot), 200);
-  rows.push({ load: await drive('warm hits', cached.url, cycle(hot), 200), baseline: baseline.rps, target: 0.6 });
-  await warmUp(cached.url, cycle(unknown), 404);
-  rows.push({ load: await drive('unknown keys (negative cache)', cached.url, cycle(unknown), 404), baseline: baseline.rps, target: 0.5 });
-  await cached.stop();
-
-  const uncached = await startEntgate(mainDb, { ENTGATE_CACHE_MAX_ENTRIES: '0' });
-  await warmUp(uncached.url, randomOf(100_000), 200);
-  rows.push({
-    load: await drive('uncached lookups (PostgreSQL)', uncached.url, randomOf(100_000), 200),
-    baseline: baseline.rps,
-    target: 0.15,
-  });
-  await uncached.stop();
-  rows.push(...(await crmScenarios(mainDb, hot, baseline.rps, rows[1]!.load.rps)));
-  for (const r of rows) console.log(formatRow(r));
-
-  let scale: { small: Scale; large: Scale } | undefined;
-  if (SCALE) {
-    console.log('scaling: seeding 10,000 and 1,000,000 keys…');
-    const smallDb = await seededDatabase(10_000);
-    const largeDb = await seededDatabase(1_000_000);
-    scale = { small: await measureScale(smallDb, 10_000), large: await measureScale(largeDb, 1_000_000) };
-    console.log(`scaling: lookup p50 ${scale.small.lookupP50Us.toFixed(0)} µs (10k) vs ${scale.large.lookupP50Us.toFixed(0)} µs (1M)`);
+  const load0 = loadavg();
+  const postgres = await dbs.serverVersion();
+  log(`entgate bench: ${cpus().length} CPUs, Node ${process.version}, PostgreSQL ${postgres} at ${new URL(ADMIN_URL).host}`);
+  const leftovers = await dbs.leftovers();
+  if (leftovers.length > 0) {
+    log(`note: databases of an earlier run that was killed are still there (not touched; drop them if no benchmark is running): ${leftovers.join(', ')}`);
   }
 
-  let rss: { samples: [number, number][]; requests: Load } | undefined;
-  if (RSS_KEYS > 0) {
-    console.log(`memory: ${RSS_KEYS.toLocaleString('en')} distinct unknown keys through the default cache…`);
-    const p = await startEntgate(mainDb);
-    const samples: [number, number][] = [[0, rssMiB(p.child.pid!)]];
-    let sent = 0;
-    const timer = setInterval(() => samples.push([sent, rssMiB(p.child.pid!)]), 1000);
-    try {
-      const load = await drive('distinct unknown keys', p.url, () => `/?server=${SERVER};key=distinct-${sent++}`, 404, {
-        amount: RSS_KEYS,
-      });
-      samples.push([sent, rssMiB(p.child.pid!)]);
-      rss = { samples, requests: load };
-    } finally {
-      clearInterval(timer);
-      await p.stop();
-    }
-  }
+  const entitlementsFor = (url: string) => seedEntitlements(url, ENTITLEMENTS);
+  let t = Date.now();
+  const mainUrl = await migratedDatabase();
+  await seedKeys(mainUrl, MAIN_KEYS, virtualKey, hashKey, await entitlementsFor(mainUrl));
+  log(`seeded ${MAIN_KEYS.toLocaleString('en')} virtual keys over ${ENTITLEMENTS.length} entitlements in ${((Date.now() - t) / 1000).toFixed(1)} s`);
 
-  const report = render(await serverVersion(), rows, scale, rss, (Date.now() - started) / 1000);
-  console.log(`\n${report}`);
-  const docPath = new URL('../docs/benchmarks.md', import.meta.url);
-  const doc = readFileSync(docPath, 'utf8');
-  const marker = '<!-- results -->';
-  writeFileSync(docPath, `${doc.slice(0, doc.indexOf(marker) + marker.length)}\n\n${report}\n`);
-  console.log('results written to docs/benchmarks.md');
-}
+  const { baseline, rows, hotPaths } = await mainScenarios(mainUrl);
+  const extra = CRM ? await crmScenarios(mainUrl, hotPaths, rows[0]!.load.rps) : [];
+  t = Date.now();
+  const scale = SCALE ? await scalePhase(entitlementsFor) : undefined;
+  if (scale) log(`scaling phase took ${((Date.now() - t) / 1000).toFixed(0)} s`);
+  const rss = RSS_KEYS > 0 ? await rssPhase(mainUrl) : undefined;
 
-function formatRow(r: Row): string {
-  const ratio = r.load.rps / r.baseline;
-  return `${r.load.name}: ${r.load.rps.toFixed(0)} req/s, p50 ${r.load.p50} ms, p99 ${r.load.p99} ms, ratio ${ratio.toFixed(2)}`;
-}
-
-function render(
-  pgVersion: string,
-  rows: Row[],
-  scale: { small: Scale; large: Scale } | undefined,
-  rss: { samples: [number, number][]; requests: Load } | undefined,
-  seconds: number,
-): string {
-  const lines: string[] = [];
   const cpu = cpus();
-  lines.push(
-    `Run of ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${seconds.toFixed(0)} s: ${cpu.length} × ${cpu[0]?.model ?? 'cpu'}, ` +
-      `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}; ${CONNECTIONS} connections, ${DURATION} s per scenario.`,
-    '',
-    '| Scenario | req/s | p50 ms | p99 ms | ratio to baseline | target | result |',
-    '|---|---:|---:|---:|---:|---|---|',
+  const results = renderResults(
+    {
+      date: new Date(),
+      seconds: (Date.now() - started) / 1000,
+      cpus: cpu.length,
+      model: cpu[0]?.model.trim() ?? 'unknown CPU',
+      memGiB: totalmem() / 2 ** 30,
+      node: process.version,
+      postgres,
+      loadavg: load0,
+      connections: CONNECTIONS,
+      duration: DURATION,
+    },
+    baseline,
+    rows,
+    extra,
+    scale,
+    rss,
+    notes,
   );
-  for (const r of rows) {
-    const ratio = r.load.rps / r.baseline;
-    const valid = r.load.wrong === 0 && r.load.errors === 0;
-    let verdict = '';
-    if (!valid) verdict = `INVALID: ${r.load.wrong} wrong statuses, ${r.load.errors} errors`;
-    else if (r.target !== undefined) {
-      const ratioOk = ratio >= r.target;
-      const p99Ok = r.load.p99 <= 10;
-      verdict = ratioOk && p99Ok ? 'PASS' : `FAIL (${[!ratioOk && 'ratio', !p99Ok && 'p99'].filter(Boolean).join(', ')})`;
-    }
-    lines.push(
-      `| ${r.load.name} | ${r.load.rps.toFixed(0)} | ${r.load.p50} | ${r.load.p99} | ${ratio.toFixed(2)} | ${
-        r.target === undefined ? '' : `≥ ${r.target.toFixed(2)}, p99 ≤ 10 ms`
-      } | ${verdict} |`,
-    );
+  console.log(`\n${results}\n`);
+  if (WRITE_DOC) {
+    writeResults(fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url)), results);
+    log('results written to docs/benchmarks.md');
   }
-  const notes = rows.filter((r) => r.vs || r.minus);
-  if (notes.length > 0) lines.push('');
-  for (const r of notes) {
-    if (r.vs) {
-      const ratio = r.load.rps / r.vs.rps;
-      lines.push(
-        `- ${r.load.name}: ${ratio.toFixed(2)} of ${r.vs.name} (target ≥ ${r.vs.target}): ${r.load.wrong + r.load.errors > 0 ? 'INVALID' : ratio >= r.vs.target ? 'PASS' : 'FAIL'}.`,
-      );
-    }
-    if (r.minus) {
-      lines.push(
-        `- ${r.load.name}: p50 ${r.load.p50} ms with the CRM's own p50 of ${r.minus.p50} ms at the same concurrency: entgate adds ~${Math.max(0, r.load.p50 - r.minus.p50)} ms ` +
-          `(${r.load.rps.toFixed(0)} checks/s against ${r.minus.rps.toFixed(0)} CRM requests/s alone; whole-millisecond resolution).`,
-      );
-    }
-  }
-  if (scale) {
-    const ratio = scale.large.lookupP50Us / scale.small.lookupP50Us;
-    const { small, large } = scale;
-    const valid = small.http.wrong + large.http.wrong + small.http.errors + large.http.errors === 0;
-    lines.push(
-      '',
-      'Lookup latency against the number of stored keys (cache off): the lookup query timed alone, one at a time, and the check over HTTP at 10 connections:',
-      '',
-      '| Keys | lookup p50 µs | lookup p99 µs | check req/s | check p50 ms | check p99 ms |',
-      '|---:|---:|---:|---:|---:|---:|',
-      `| 10,000 | ${small.lookupP50Us.toFixed(0)} | ${small.lookupP99Us.toFixed(0)} | ${small.http.rps.toFixed(0)} | ${small.http.p50} | ${small.http.p99} |`,
-      `| 1,000,000 | ${large.lookupP50Us.toFixed(0)} | ${large.lookupP99Us.toFixed(0)} | ${large.http.rps.toFixed(0)} | ${large.http.p50} | ${large.http.p99} |`,
-      '',
-      `Lookup p50 ratio 1M / 10k: ${ratio.toFixed(2)} (target ≤ 1.5): ${!valid ? 'INVALID' : ratio <= 1.5 ? 'PASS' : 'FAIL'}.`,
-    );
-  }
-  if (rss) {
-    const at = (n: number) => rss.samples.reduce((best, s) => (Math.abs(s[0] - n) < Math.abs(best[0] - n) ? s : best));
-    const total = rss.samples[rss.samples.length - 1]![0];
-    const peak = Math.max(...rss.samples.map((s) => s[1]));
-    const mark = at(total * 0.3);
-    const end = rss.samples[rss.samples.length - 1]!;
-    const growth = end[1] / mark[1];
-    const valid = rss.requests.wrong === 0 && rss.requests.errors === 0;
-    lines.push(
-      '',
-      `Memory: ${total.toLocaleString('en')} distinct unknown keys through the default cache (100,000 entries), ${rss.requests.rps.toFixed(0)} req/s:`,
-      '',
-      '| keys sent | RSS MiB |',
-      '|---:|---:|',
-      ...[rss.samples[0]!, at(total * 0.1), mark, at(total * 0.6), end].map((s) => `| ${s[0].toLocaleString('en')} | ${s[1].toFixed(0)} |`),
-      '',
-      `Peak ${peak.toFixed(0)} MiB. Growth from ${mark[0].toLocaleString('en')} keys to the end: ×${growth.toFixed(2)} ` +
-        `(bounded if ≤ 1.25 once the cache is full): ${!valid ? 'INVALID' : growth <= 1.25 ? 'PASS' : 'FAIL'}.`,
-    );
-  }
-  return lines.join('\n');
+
+  const verdicts = [
+    ...[...rows, ...extra].map((r) => scenarioVerdict(r, baseline.rps, baseline.valid)),
+    ...(scale ? [scaleVerdict(scale).verdict] : []),
+    ...(rss ? [rssVerdict(rss).verdict] : []),
+  ];
+  const failed = verdicts.filter((v) => v.startsWith('FAIL')).length;
+  const invalid = verdicts.filter((v) => v.startsWith('INVALID')).length + (baseline.valid ? 0 : 1);
+  log(`${verdicts.filter((v) => v === 'PASS').length} PASS, ${failed} FAIL, ${invalid} INVALID`);
+  if (invalid > 0) process.exitCode = 2;
 }
 
-async function cleanup(): Promise<void> {
-  for (const child of children) child.kill('SIGKILL');
-  for (const name of databases) await adminQuery(`drop database if exists ${name} with (force)`).catch(() => {});
+let cleaning: Promise<void> | undefined;
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    await stopAll();
+    const left = await dbs.dropAll();
+    if (left.length > 0) console.error(`could not drop ${left.join(', ')}: drop them by hand`);
+    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  })();
+  return cleaning;
 }
 
-process.on('SIGINT', () => {
-  void cleanup().then(() => process.exit(130));
-});
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping the servers and dropping the databases…`);
+    const force = setTimeout(() => {
+      killAllNow();
+      process.exit(130);
+    }, 20_000);
+    void cleanup().finally(() => {
+      clearTimeout(force);
+      process.exit(130);
+    });
+  });
+}
+process.on('exit', killAllNow);
+const watchdog = setTimeout(() => {
+  console.error(`the benchmark ran for more than ${RUN_MAX_SECONDS / 60} minutes: giving up`);
+  void cleanup().finally(() => process.exit(3));
+}, RUN_MAX_SECONDS * 1000);
+watchdog.unref();
 
 try {
   await main();
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
 } finally {
   await cleanup();
 }
+process.exit(process.exitCode ?? 0);
