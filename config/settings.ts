@@ -160,6 +160,36 @@ export const settings = {
     schema: positiveInt(60_000),
     doc: 'Longest time a check event waits in memory before it is written.',
   },
+  leaseDefaultTtlSeconds: {
+    env: 'ENTGATE_LEASE_DEFAULT_TTL_SECONDS',
+    default: '60',
+    schema: integer(2, 86_400),
+    doc: 'Lease TTL of a pool created without one, and of the pools virtual keys define (`maxConcurrentLeases`). A client that stops heartbeating loses its seat this long after its last heartbeat.',
+  },
+  leaseMaxTtlSeconds: {
+    env: 'ENTGATE_LEASE_MAX_TTL_SECONDS',
+    default: '3600',
+    schema: integer(2, 7 * 86_400),
+    doc: 'Longest TTL a client may ask for in a pool created without a maximum, and in the pools virtual keys define.',
+  },
+  leaseTidySeconds: {
+    env: 'ENTGATE_LEASE_TIDY_SECONDS',
+    default: '5',
+    schema: positiveInt(3_600),
+    doc: 'How often the background job records `expired` lease events and deletes what has aged out. Never on the critical path: a lease stops counting the instant it expires.',
+  },
+  leaseRetentionHours: {
+    env: 'ENTGATE_LEASE_RETENTION_HOURS',
+    default: '24',
+    schema: positiveInt(24 * 365),
+    doc: 'How long ended (released or expired) leases are kept before the tidy job deletes them; their events stay in lease_events.',
+  },
+  signedRequestWindowSeconds: {
+    env: 'ENTGATE_SIGNED_REQUEST_WINDOW_SECONDS',
+    default: '30',
+    schema: positiveInt(3_600),
+    doc: 'A signed lease request is refused when its `ts` is further than this from the server\'s clock; within it, the same signed message is accepted once, on every instance.',
+  },
   shutdownTimeoutMs: {
     env: 'ENTGATE_SHUTDOWN_TIMEOUT_MS',
     default: '8000',

@@ -19,6 +19,8 @@ import { RusResolver, rusOptionsSchema, type RusOptions } from './resolvers/rus.
 import { ProductsRepo } from './store/products-repo.ts';
 import { InvalidationBus } from './store/invalidation-bus.ts';
 import { AdminService } from './admin/service.ts';
+import { LeasesRepo } from './leases/repo.ts';
+import { LeaseService } from './leases/service.ts';
 import { createApp } from './http/app.ts';
 import { createRusCheckHandler } from './http/rus-check.ts';
 
@@ -31,6 +33,7 @@ export interface RunningService {
   events: CheckEventWriter;
   chain: ResolverChain;
   bus: InvalidationBus;
+  leases: LeaseService;
   /** Graceful stop: refuse new connections, finish in-flight requests, flush events, close the database. */
   close(): Promise<void>;
 }
@@ -118,10 +121,25 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     invalidate: (change) => bus.publish(change),
   });
 
+  const leases = new LeaseService(
+    new LeasesRepo(db.knex),
+    hashKey,
+    {
+      defaultTtlSeconds: config.leaseDefaultTtlSeconds,
+      maxTtlSeconds: config.leaseMaxTtlSeconds,
+      signedRequestWindowMs: config.signedRequestWindowSeconds * 1000,
+      tidyIntervalMs: config.leaseTidySeconds * 1000,
+      retentionHours: config.leaseRetentionHours,
+    },
+    logger,
+  );
+  leases.startTidy();
+
   let closing = false;
   const isClosing = () => closing;
   const app = createApp({
     admin,
+    leases,
     adminToken: config.adminToken,
     logger,
     isClosing,
@@ -177,6 +195,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       }, config.shutdownTimeoutMs);
       await drained;
       clearTimeout(forced);
+      await leases.stop();
       await events.close();
       await bus.close();
       await chain.close();
@@ -184,5 +203,5 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       logger.info({ events: events.getStats() }, 'entgate stopped');
     })());
 
-  return { server, url, db, cache, events, chain, bus, close };
+  return { server, url, db, cache, events, chain, bus, leases, close };
 }

@@ -1,11 +1,10 @@
 import { Router, type Request } from 'express';
-import type { z } from 'zod';
-import { AppError, ValidationError } from '../errors.ts';
+import { AppError } from '../errors.ts';
+import { validate } from '../http/validate.ts';
 import type { AdminService } from './service.ts';
 import { importError } from './service.ts';
 import { parseImportCsv } from './csv-import.ts';
 import {
-  describeIssues,
   entitlementCreate,
   entitlementPatch,
   idParam,
@@ -16,15 +15,6 @@ import {
   virtualKeyLookup,
   virtualKeyPatch,
 } from './schemas.ts';
-
-function validate<S extends z.ZodType>(schema: S, value: unknown, what = 'request body'): z.output<S> {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) {
-    const issues = describeIssues(parsed.error);
-    throw new ValidationError(`invalid ${what}: ${issues.join('; ')}`, issues);
-  }
-  return parsed.data;
-}
 
 const idOf = (req: Request) => validate(idParam, req.params.id, 'id');
 

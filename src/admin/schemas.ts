@@ -64,6 +64,7 @@ const virtualKeyFields = {
   cacheTimeout: cacheTimeout.nullable().optional(),
   retry: z.boolean().optional(),
   customerRef: z.string().min(1).max(255).nullable().optional(),
+  maxConcurrentLeases: z.number().int().min(1).max(1_000_000).nullable().optional(),
 };
 
 const windowIsOpen = (v: { notBefore?: Date | null; expiresAt?: Date | null }) =>

@@ -171,6 +171,7 @@ export class AdminService {
       cacheTimeout: input.cacheTimeout ?? null,
       retry: input.retry ?? true,
       customerRef: input.customerRef ?? null,
+      maxConcurrentLeases: input.maxConcurrentLeases ?? null,
     };
   }
 }

@@ -30,6 +30,8 @@ export interface VirtualKey {
   /** `<timeout retry>`: whether Conary asks again when its cached grant expires. */
   retry: boolean;
   customerRef: string | null;
+  /** Seats of the floating-lease pool this key defines; null = the key holds no leases. */
+  maxConcurrentLeases: number | null;
   createdAt: Date;
   updatedAt: Date;
   lastUsedAt: Date | null;

@@ -5,9 +5,12 @@ import type { Logger } from '../logger.ts';
 import { adminRoutes } from '../admin/routes.ts';
 import { requireAdminToken } from '../admin/auth.ts';
 import type { AdminService } from '../admin/service.ts';
+import type { LeaseService } from '../leases/service.ts';
+import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
 
 export interface AppDeps {
   admin: AdminService;
+  leases: LeaseService;
   adminToken: string | undefined;
   logger: Logger;
   /** Readiness: the database answers and migrations are applied. */
@@ -19,7 +22,7 @@ export interface AppDeps {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Everything but the rUS check: health, readiness and the admin API. */
+/** Everything but the rUS check: health, readiness, floating leases and the admin API. */
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -34,12 +37,15 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', ...checks });
   });
 
+  const requireAdmin = requireAdminToken(deps.adminToken);
+  app.use('/v1', leaseRoutes(deps.leases, requireAdmin));
   app.use(
     '/admin/v1',
-    requireAdminToken(deps.adminToken),
+    requireAdmin,
     express.json({ limit: '1mb' }),
     express.text({ type: 'text/csv', limit: '32mb' }),
     adminRoutes(deps.admin),
+    leaseAdminRoutes(deps.leases),
   );
 
   app.use((req, _res, next) => next(new AppError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
@@ -59,12 +65,17 @@ function requestContext(logger: Logger, isClosing: () => boolean): RequestHandle
     res.on('finish', () => {
       if (req.path === '/healthz' || req.path === '/readyz') return;
       (res.locals.log as Logger).info(
-        { method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+        { method: req.method, path: loggedPath(req.path), status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 },
         'request',
       );
     });
     next();
   };
+}
+
+/** A lease id is its holder's handle on a seat: logs show where it was, not what it was. */
+function loggedPath(path: string): string {
+  return path.replace(/\/leases\/[^/]+/g, '/leases/:id');
 }
 
 /** The one terminal handler: AppErrors as `{code, message}`, everything else a logged 500. */

@@ -14,6 +14,7 @@ interface VirtualKeyRow {
   cache_timeout_seconds: number | null;
   cache_retry: boolean;
   customer_ref: string | null;
+  max_concurrent_leases: number | null;
   created_at: Date;
   updated_at: Date;
   last_used_at: Date | null;
@@ -31,10 +32,11 @@ export interface VirtualKeyInput {
   cacheTimeout: number | null;
   retry: boolean;
   customerRef: string | null;
+  maxConcurrentLeases?: number | null;
 }
 
 export type VirtualKeyPatch = Partial<
-  Pick<VirtualKey, 'status' | 'notBefore' | 'expiresAt' | 'allowedCidrs' | 'cacheTimeout' | 'retry' | 'customerRef' | 'entitlementId'>
+  Pick<VirtualKey, 'status' | 'notBefore' | 'expiresAt' | 'allowedCidrs' | 'cacheTimeout' | 'retry' | 'customerRef' | 'entitlementId' | 'maxConcurrentLeases'>
 >;
 
 const VK_COLUMNS = [
@@ -48,6 +50,7 @@ const VK_COLUMNS = [
   'cache_timeout_seconds',
   'cache_retry',
   'customer_ref',
+  'max_concurrent_leases',
   'created_at',
   'updated_at',
   'last_used_at',
@@ -65,6 +68,7 @@ function toVirtualKey(row: Omit<VirtualKeyRow, 'key_hash'>): VirtualKey {
     cacheTimeout: row.cache_timeout_seconds,
     retry: row.cache_retry,
     customerRef: row.customer_ref,
+    maxConcurrentLeases: row.max_concurrent_leases,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     lastUsedAt: row.last_used_at,
@@ -81,6 +85,7 @@ function patchToRow(patch: VirtualKeyPatch): Partial<VirtualKeyRow> {
   if (patch.cacheTimeout !== undefined) row.cache_timeout_seconds = patch.cacheTimeout;
   if (patch.retry !== undefined) row.cache_retry = patch.retry;
   if (patch.customerRef !== undefined) row.customer_ref = patch.customerRef;
+  if (patch.maxConcurrentLeases !== undefined) row.max_concurrent_leases = patch.maxConcurrentLeases;
   return row;
 }
 
@@ -133,6 +138,7 @@ export class VirtualKeysRepo {
       cache_timeout_seconds: i.cacheTimeout,
       cache_retry: i.retry,
       customer_ref: i.customerRef,
+      max_concurrent_leases: i.maxConcurrentLeases ?? null,
     }));
     const out: VirtualKey[] = [];
     for (let i = 0; i < rows.length; i += 1000) {

@@ -1,0 +1,13 @@
+import type { z } from 'zod';
+import { ValidationError } from '../errors.ts';
+import { describeIssues } from '../admin/schemas.ts';
+
+/** Parses a request part with a schema; a 400 `invalid_request` naming every problem otherwise. */
+export function validate<S extends z.ZodType>(schema: S, value: unknown, what = 'request body'): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issues = describeIssues(parsed.error);
+    throw new ValidationError(`invalid ${what}: ${issues.join('; ')}`, issues);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,413 @@
+import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
+import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { KeyHasher } from '../domain/virtual-key.ts';
+import { compileCidrs, ipInRanges, parseIp } from '../domain/ip.ts';
+import type { ClientKey, Lease, LeaseEvent, LeasesRepo, Pool, PoolInput } from './repo.ts';
+import { defaultHeartbeatInterval, endedAs, heartbeatFor, resolveTtl, retryAfterSeconds } from './rules.ts';
+import { parseSignedRequest, readPublicKey, verifySignedRequest, type SignedRequest } from './signed-request.ts';
+import type { AcquireBody, PoolCreate, PoolPatch } from './schemas.ts';
+
+export interface LeaseServiceOptions {
+  defaultTtlSeconds: number;
+  maxTtlSeconds: number;
+  signedRequestWindowMs: number;
+  tidyIntervalMs: number;
+  retentionHours: number;
+}
+
+/** What a lease route answers. */
+export interface LeaseResult {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+/** A request as the routes hand it over: the body as parsed JSON, or the text of a signed message. */
+export interface LeaseRequestContext {
+  body: unknown;
+  clientAddress: string | null;
+  idempotencyKey: string | undefined;
+}
+
+interface Idempotency {
+  scope: string;
+  key: string;
+  requestHash: string;
+}
+
+const rowsOf = <T>(result: unknown) => (result as { rows: T[] }).rows;
+
+export function leaseView(lease: Lease, pool: Pool) {
+  return {
+    leaseId: lease.id,
+    pool: pool.name,
+    clientId: lease.clientId,
+    acquiredAt: lease.acquiredAt.toISOString(),
+    renewedAt: lease.renewedAt.toISOString(),
+    expiresAt: lease.expiresAt.toISOString(),
+    ttlSeconds: lease.ttlSeconds,
+    heartbeatIntervalSeconds: heartbeatFor(lease.ttlSeconds, pool),
+    metadata: lease.metadata,
+  };
+}
+
+export function poolView(pool: Pool) {
+  return {
+    name: pool.name,
+    seats: pool.seats,
+    defaultTtlSeconds: pool.defaultTtlSeconds,
+    maxTtlSeconds: pool.maxTtlSeconds,
+    heartbeatIntervalSeconds: pool.heartbeatIntervalSeconds,
+    requireSignedRequests: pool.requireSignedRequests,
+    virtualKeyId: pool.virtualKeyId,
+    createdAt: pool.createdAt.toISOString(),
+    updatedAt: pool.updatedAt.toISOString(),
+  };
+}
+
+/**
+ * Floating leases: acquire, heartbeat and release, each one transaction that holds the pool's
+ * row lock (acquire) or touches one lease row (heartbeat, release), so the seat limit holds
+ * across every process sharing the database. Signed requests, idempotency keys and the
+ * background tidy-up live here too.
+ */
+export class LeaseService {
+  private tidyTimer: NodeJS.Timeout | undefined;
+  private tidying: Promise<unknown> | undefined;
+
+  constructor(
+    private readonly repo: LeasesRepo,
+    private readonly hashKey: KeyHasher,
+    private readonly options: LeaseServiceOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  private get knex(): Knex {
+    return this.repo.knex;
+  }
+
+  // ---- the client protocol -------------------------------------------------------------
+
+  async acquire(ctx: LeaseRequestContext, parse: (payload: unknown) => AcquireBody): Promise<LeaseResult> {
+    const { payload, signed } = await this.readBody(ctx.body);
+    const body = parse(payload);
+    let virtualKey: { id: number; seats: number } | undefined;
+    if (body.virtualKey !== undefined) virtualKey = await this.virtualKeyPool(body.virtualKey, ctx.clientAddress);
+    const poolName = virtualKey ? `vk-${virtualKey.id}` : body.pool!;
+    const known = await this.repo.getPool(poolName);
+    if (!known && !virtualKey) throw new NotFoundError(`pool ${poolName}`);
+    // A virtual key's pool is made on first use, unsigned; a signed request to it is checked all the same.
+    await this.authenticate(known ?? ({ name: poolName, requireSignedRequests: false } as Pool), signed, body.clientId);
+    const ttlProblem = known ? resolveTtl(body.ttlSeconds, known) : undefined;
+    if (ttlProblem && 'problem' in ttlProblem) throw new ValidationError(`invalid request body: ${ttlProblem.problem}`);
+
+    return this.write(idempotency(ctx, 'POST /v1/leases', payload, signed), async (trx) => {
+      const pool = virtualKey
+        ? await this.repo.lockVirtualKeyPool(trx, virtualKey.id, virtualKey.seats, this.virtualKeyPoolDefaults())
+        : await this.repo.lockPool(trx, poolName);
+      if (!pool) throw new NotFoundError(`pool ${poolName}`);
+      const ttl = resolveTtl(body.ttlSeconds, pool);
+      if ('problem' in ttl) throw new ValidationError(`invalid request body: ${ttl.problem}`);
+      const result = await this.repo.acquireLocked(trx, pool, {
+        clientId: body.clientId,
+        ttlSeconds: ttl.ttlSeconds,
+        clientAddress: ctx.clientAddress,
+        metadata: body.metadata ?? {},
+      });
+      if (result.outcome === 'full') {
+        const retryAfter = retryAfterSeconds(result.earliestExpiry, result.now);
+        return {
+          status: 409,
+          headers: { 'Retry-After': String(retryAfter) },
+          body: {
+            code: 'no_seat_available',
+            message: `all ${pool.seats} seats of pool ${pool.name} are in use`,
+            pool: pool.name,
+            seats: pool.seats,
+            inUse: result.inUse,
+            retryAfterSeconds: retryAfter,
+          },
+        };
+      }
+      return { status: result.outcome === 'acquired' ? 201 : 200, body: leaseView(result.lease, result.pool) };
+    });
+  }
+
+  async heartbeat(id: string, ctx: LeaseRequestContext, parse: (payload: unknown) => { ttlSeconds?: number | undefined; leaseId?: string | undefined }): Promise<LeaseResult> {
+    const { payload, signed } = await this.readBody(ctx.body ?? {});
+    const body = parse(payload);
+    const found = await this.repo.getLease(id);
+    if (!found) throw new NotFoundError(`lease ${id}`);
+    await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
+    const ttl = resolveTtl(body.ttlSeconds, found.pool, found.lease.ttlSeconds);
+    if ('problem' in ttl) throw new ValidationError(`invalid request body: ${ttl.problem}`);
+    return this.write(idempotency(ctx, `POST /v1/leases/${id}/heartbeat`, payload, signed), async (trx) => {
+      const renewed = await this.repo.renew(trx, id, ttl.ttlSeconds, ctx.clientAddress);
+      if (renewed) return { status: 200, body: leaseView(renewed, found.pool) };
+      const now = await this.repo.getLease(id, trx);
+      const ended = now ? (endedAs(now.lease, new Date()) ?? 'expired') : 'expired';
+      throw new AppError(
+        410,
+        ended === 'released' ? 'lease_released' : 'lease_expired',
+        ended === 'released'
+          ? 'the lease was released; acquire a new one'
+          : 'the lease expired before this heartbeat; its seat may be taken: acquire a new one',
+      );
+    });
+  }
+
+  async release(id: string, ctx: LeaseRequestContext, parse: (payload: unknown) => { leaseId?: string | undefined }): Promise<LeaseResult> {
+    const { payload, signed } = await this.readBody(ctx.body ?? {});
+    const body = parse(payload);
+    const found = await this.repo.getLease(id);
+    if (!found) throw new NotFoundError(`lease ${id}`);
+    await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
+    return this.write(idempotency(ctx, `DELETE /v1/leases/${id}`, payload, signed), async (trx) => {
+      await this.repo.release(trx, id, null, ctx.clientAddress);
+      return { status: 204 };
+    });
+  }
+
+  // ---- administration ------------------------------------------------------------------
+
+  async createPool(input: PoolCreate): Promise<ReturnType<typeof poolView>> {
+    const limits = this.completePool(input);
+    try {
+      return poolView(await this.repo.createPool(input.name, limits));
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') throw new ConflictError('pool_exists', `pool ${input.name} already exists`);
+      throw err;
+    }
+  }
+
+  async updatePool(name: string, patch: PoolPatch): Promise<ReturnType<typeof poolView>> {
+    const current = (await this.repo.getPool(name)) ?? notFoundPool(name);
+    if (patch.seats !== undefined && current.virtualKeyId !== null) {
+      throw new ValidationError(
+        `the seats of pool ${name} follow virtual key ${current.virtualKeyId}: change its maxConcurrentLeases instead`,
+      );
+    }
+    const merged = { ...current, ...definedOnly(patch) };
+    checkPoolLimits(merged);
+    return poolView((await this.repo.updatePool(name, definedOnly(patch))) ?? notFoundPool(name));
+  }
+
+  async deletePool(name: string, force: boolean): Promise<void> {
+    const result = await this.repo.deletePool(name, force);
+    if (result === 'not_found') notFoundPool(name);
+    if (result === 'in_use') throw new ConflictError('pool_in_use', `pool ${name} has live leases; release them first or delete with force`);
+  }
+
+  async listPools() {
+    return (await this.repo.listPools()).map((p) => ({ ...poolView(p), inUse: p.inUse }));
+  }
+
+  /** A pool with its live leases (addresses included: this is for admins). */
+  async describePool(name: string) {
+    const pool = (await this.repo.getPool(name)) ?? notFoundPool(name);
+    const leases = await this.repo.liveLeases(this.knex, pool.id, pool.name);
+    return {
+      ...poolView(pool),
+      inUse: leases.length,
+      leases: leases.map((l) => ({ ...leaseView(l, pool), clientAddress: l.clientAddress })),
+    };
+  }
+
+  /** Ends a lease on an admin's word (recorded as released, reason `forced`). */
+  async forceRelease(id: string): Promise<void> {
+    const result = await this.knex.transaction((trx) => this.repo.release(trx, id, 'forced', null));
+    if (result === 'not_found') throw new NotFoundError(`lease ${id}`);
+  }
+
+  events(filter: { pool?: string; leaseId?: string; limit: number }): Promise<LeaseEvent[]> {
+    return this.repo.events(filter);
+  }
+
+  async addClientKey(clientId: string, armored: string): Promise<ClientKey> {
+    const key = await readPublicKey(armored);
+    try {
+      return await this.repo.addClientKey(clientId, key.fingerprint, key.armored);
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw new ConflictError('client_key_exists', `the key ${key.fingerprint} is already registered`);
+      }
+      throw err;
+    }
+  }
+
+  listClientKeys(clientId?: string): Promise<ClientKey[]> {
+    return this.repo.listClientKeys(clientId);
+  }
+
+  async deleteClientKey(fingerprint: string): Promise<void> {
+    if (!(await this.repo.deleteClientKey(fingerprint.toLowerCase()))) throw new NotFoundError(`client key ${fingerprint}`);
+  }
+
+  // ---- background ----------------------------------------------------------------------
+
+  /** Starts the tidy job (expired events, retention); its failures are logged, never thrown. */
+  startTidy(): void {
+    const run = () => {
+      this.tidying = this.repo.tidy(this.options.retentionHours).then(
+        (r) => {
+          if (r.expired > 0 || r.deleted > 0) this.logger.debug(r, 'leases tidied');
+        },
+        (err: Error) => this.logger.warn({ err: err.message }, 'lease tidy-up failed; it runs again shortly'),
+      );
+    };
+    this.tidyTimer = setInterval(run, this.options.tidyIntervalMs);
+    this.tidyTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.tidyTimer) clearInterval(this.tidyTimer);
+    await this.tidying;
+  }
+
+  /** One pass of the tidy job, for tests and operators. */
+  tidyNow() {
+    return this.repo.tidy(this.options.retentionHours);
+  }
+
+  // ---- helpers -------------------------------------------------------------------------
+
+  private async readBody(body: unknown): Promise<{ payload: unknown; signed: SignedRequest | undefined }> {
+    if (typeof body === 'string') {
+      const signed = await parseSignedRequest(body);
+      return { payload: signed.payload, signed };
+    }
+    return { payload: body ?? {}, signed: undefined };
+  }
+
+  /**
+   * A pool that requires signed requests takes only those, signed by a key of the lease's
+   * client, fresh, never seen before; a signed request to any other pool is checked all the same.
+   */
+  private async authenticate(
+    pool: Pool,
+    signed: SignedRequest | undefined,
+    clientId: string,
+    binding?: { leaseId: string; given: string | undefined },
+  ): Promise<void> {
+    if (!signed) {
+      if (pool.requireSignedRequests) {
+        throw new AppError(401, 'signed_request_required', `pool ${pool.name} takes only OpenPGP clear-signed requests (Content-Type: text/plain)`);
+      }
+      return;
+    }
+    if ((signed.payload.clientId ?? clientId) !== clientId) {
+      throw new AppError(401, 'bad_signature', 'the signed clientId is not the lease holder');
+    }
+    if (binding && binding.given !== binding.leaseId) {
+      throw new AppError(401, 'bad_signature', 'a signed heartbeat or release must carry the leaseId of its path');
+    }
+    const keys = await this.repo.publicKeysOf(clientId);
+    await verifySignedRequest(signed, keys, this.options.signedRequestWindowMs, Date.now());
+    const forgetAfter = new Date((signed.payload.ts as number) + this.options.signedRequestWindowMs + 1000);
+    if (!(await this.repo.rememberSignature(signed.digest, forgetAfter))) {
+      throw new AppError(401, 'request_replayed', 'this signed request was already used; sign a new one');
+    }
+  }
+
+  /** Checks a virtual key may hold leases from this address; one answer for every refusal. */
+  private async virtualKeyPool(key: string, clientAddress: string | null): Promise<{ id: number; seats: number }> {
+    const vk = await this.repo.virtualKeyForLeases(this.hashKey(key));
+    const now = Date.now();
+    const refused = () => new AppError(403, 'not_entitled', 'this virtual key holds no floating leases');
+    if (!vk || vk.status !== 'active' || vk.maxConcurrentLeases === null) throw refused();
+    if ((vk.notBefore && now < vk.notBefore.getTime()) || (vk.expiresAt && now >= vk.expiresAt.getTime())) throw refused();
+    if (vk.allowedCidrs.length > 0) {
+      const ip = clientAddress ? parseIp(clientAddress) : undefined;
+      if (!ip || !ipInRanges(ip, compileCidrs(vk.allowedCidrs))) throw refused();
+    }
+    return { id: vk.id, seats: vk.maxConcurrentLeases };
+  }
+
+  private virtualKeyPoolDefaults(): Omit<PoolInput, 'seats'> {
+    return {
+      defaultTtlSeconds: this.options.defaultTtlSeconds,
+      maxTtlSeconds: Math.max(this.options.maxTtlSeconds, this.options.defaultTtlSeconds),
+      heartbeatIntervalSeconds: defaultHeartbeatInterval(this.options.defaultTtlSeconds),
+      requireSignedRequests: false,
+    };
+  }
+
+  private completePool(input: PoolCreate): PoolInput {
+    const defaultTtlSeconds = input.defaultTtlSeconds ?? Math.min(this.options.defaultTtlSeconds, input.maxTtlSeconds ?? Infinity);
+    const limits: PoolInput = {
+      seats: input.seats,
+      defaultTtlSeconds,
+      maxTtlSeconds: input.maxTtlSeconds ?? Math.max(this.options.maxTtlSeconds, defaultTtlSeconds),
+      heartbeatIntervalSeconds: input.heartbeatIntervalSeconds ?? defaultHeartbeatInterval(defaultTtlSeconds),
+      requireSignedRequests: input.requireSignedRequests ?? false,
+    };
+    checkPoolLimits(limits);
+    return limits;
+  }
+
+  /**
+   * Runs a write in one transaction. With an idempotency key, the first request's 2xx answer
+   * is stored with the write and replayed for the same key and body; a concurrent twin waits
+   * on the key's row and then replays. Refusals are not stored: the key stays usable.
+   */
+  private write(idem: Idempotency | undefined, op: (trx: Knex.Transaction) => Promise<LeaseResult>): Promise<LeaseResult> {
+    return this.knex.transaction(async (trx) => {
+      if (idem) {
+        const claimed = rowsOf(
+          await trx.raw(
+            'insert into idempotency_keys (scope, key, request_hash, status) values (?, ?, ?, 0) on conflict do nothing returning 1',
+            [idem.scope, idem.key, idem.requestHash],
+          ),
+        );
+        if (claimed.length === 0) {
+          const row = (await trx('idempotency_keys').where({ scope: idem.scope, key: idem.key }).first()) as
+            | { request_hash: string; status: number; body: unknown }
+            | undefined;
+          if (row && row.request_hash !== idem.requestHash) {
+            throw new AppError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with another request body');
+          }
+          if (row) return { status: row.status, ...(row.body !== null && { body: row.body }), headers: { 'Idempotent-Replayed': 'true' } };
+        }
+      }
+      const result = await op(trx);
+      if (idem) {
+        const where = { scope: idem.scope, key: idem.key };
+        if (result.status < 300) {
+          await trx('idempotency_keys').where(where).update({ status: result.status, body: result.body === undefined ? null : JSON.stringify(result.body) });
+        } else {
+          await trx('idempotency_keys').where(where).delete();
+        }
+      }
+      return result;
+    });
+  }
+}
+
+function idempotency(ctx: LeaseRequestContext, scope: string, payload: unknown, signed: SignedRequest | undefined): Idempotency | undefined {
+  if (ctx.idempotencyKey === undefined) return undefined;
+  const requestHash = createHash('sha256')
+    .update(signed ? signed.digest : JSON.stringify(payload))
+    .digest('hex');
+  return { scope, key: ctx.idempotencyKey, requestHash };
+}
+
+function checkPoolLimits(p: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds'>): void {
+  if (p.maxTtlSeconds < p.defaultTtlSeconds) {
+    throw new ValidationError(`invalid pool: maxTtlSeconds (${p.maxTtlSeconds}) is below defaultTtlSeconds (${p.defaultTtlSeconds})`);
+  }
+  if (p.heartbeatIntervalSeconds >= p.defaultTtlSeconds) {
+    throw new ValidationError(
+      `invalid pool: heartbeatIntervalSeconds (${p.heartbeatIntervalSeconds}) must be shorter than defaultTtlSeconds (${p.defaultTtlSeconds})`,
+    );
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function notFoundPool(name: string): never {
+  throw new NotFoundError(`pool ${name}`);
+}
