@@ -8,3 +8,13 @@ export { decide, type CheckDecision, type DenyReason, type GrantedEntitlement } 
 export { renderEntitlementDocument } from './domain/entitlement-document.ts';
 export { parseCheckQuery } from './http/rus-query.ts';
 export type { CheckRequest, Entitlement, VirtualKey, KeyMapping } from './domain/types.ts';
+export {
+  LeaseClient,
+  LeaseRequestError,
+  NoSeatAvailableError,
+  LeaseLostError,
+  type Lease,
+  type AcquireRequest,
+  type HeldLease,
+  type LeaseClientOptions,
+} from './client/lease-client.ts';

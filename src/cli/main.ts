@@ -7,15 +7,17 @@ import { startService } from '../service.ts';
 import { openDatabase, migrate } from '../store/db.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import { AdminClient } from './api-client.ts';
+import { addLeaseCommands } from './lease-commands.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
 const program = new Command('entgate')
   .description('entitlement gateway: the rUS external entitlement check, with keys managed through the admin API')
   .showSuggestionAfterError()
+  .enablePositionalOptions()
   .exitOverride();
 
-const client = () =>
-  new AdminClient(process.env[settings.url.env] || settings.url.default, process.env[settings.adminToken.env] || undefined);
+const baseUrl = () => process.env[settings.url.env] || settings.url.default;
+const client = () => new AdminClient(baseUrl(), process.env[settings.adminToken.env] || undefined);
 
 function positiveInt(flag: string) {
   return (value: string) => {
@@ -129,6 +131,7 @@ vkey
   .option('--cache-timeout <seconds>', 'seconds Conary may cache a grant', nonNegativeInt('--cache-timeout'))
   .option('--no-retry', 'when the cached grant expires, Conary reports a timeout instead of asking again')
   .option('--customer <ref>', 'customer reference, for people')
+  .option('--max-leases <n>', 'seats of the floating-lease pool this key defines (none: the key holds no leases)', positiveInt('--max-leases'))
   .option('--json', 'print the record as JSON')
   .action(
     async (o: {
@@ -140,6 +143,7 @@ vkey
       cacheTimeout?: number;
       retry: boolean;
       customer?: string;
+      maxLeases?: number;
       json?: boolean;
     }) => {
       const created = await client().request<VirtualKey & { key: string }>('POST', '/virtual-keys', {
@@ -151,6 +155,7 @@ vkey
         ...(o.cacheTimeout !== undefined && { cacheTimeout: o.cacheTimeout }),
         ...(o.retry === false && { retry: false }),
         ...(o.customer !== undefined && { customerRef: o.customer }),
+        ...(o.maxLeases !== undefined && { maxConcurrentLeases: o.maxLeases }),
       });
       if (o.json) {
         printJson(created);
@@ -191,6 +196,7 @@ vkey
         'allowedCidrs',
         'cacheTimeout',
         'customerRef',
+        'maxConcurrentLeases',
         'lastUsedAt',
       ]);
     }
@@ -264,6 +270,8 @@ product
   .action(async (code: string) => {
     await client().request('DELETE', `/products/${encodeURIComponent(code)}`);
   });
+
+addLeaseCommands(program, client, baseUrl, { positiveInt });
 
 try {
   await program.parseAsync(process.argv);

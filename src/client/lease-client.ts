@@ -1,0 +1,179 @@
+import axios, { type AxiosInstance } from 'axios';
+import * as openpgp from 'openpgp';
+import { signRequest } from '../leases/signed-request.ts';
+
+/** A held lease, as the server describes it. */
+export interface Lease {
+  leaseId: string;
+  pool: string;
+  clientId: string;
+  acquiredAt: string;
+  renewedAt: string;
+  expiresAt: string;
+  ttlSeconds: number;
+  heartbeatIntervalSeconds: number;
+  metadata: Record<string, unknown>;
+}
+
+export type AcquireRequest = ({ pool: string; virtualKey?: never } | { virtualKey: string; pool?: never }) & {
+  clientId: string;
+  ttlSeconds?: number;
+  metadata?: Record<string, unknown>;
+  /** Sent as Idempotency-Key: a retry with the same key and body is answered like the first. */
+  idempotencyKey?: string;
+};
+
+/** Any refusal or failure; `status` 0 when the server could not be reached. */
+export class LeaseRequestError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LeaseRequestError';
+  }
+}
+
+/** 409: every seat of the pool is taken. */
+export class NoSeatAvailableError extends LeaseRequestError {
+  constructor(
+    message: string,
+    readonly seats: number,
+    readonly inUse: number,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(409, 'no_seat_available', message);
+    this.name = 'NoSeatAvailableError';
+  }
+}
+
+/** 410: the lease expired or was released; its seat may be someone else's now. */
+export class LeaseLostError extends LeaseRequestError {
+  constructor(code: string, message: string) {
+    super(410, code, message);
+    this.name = 'LeaseLostError';
+  }
+}
+
+export interface LeaseClientOptions {
+  /** entgate's base URL, e.g. `http://licences.example.com:8080`. */
+  baseUrl: string;
+  /** An armored OpenPGP private key (unencrypted): every request is then clear-signed with it. */
+  signingKey?: string;
+  /** Per request; default 10 s. */
+  timeoutMs?: number;
+}
+
+export interface HeldLease {
+  /** The lease as last acquired or renewed. */
+  readonly lease: Lease;
+  /** Stops heartbeating and releases the seat. */
+  release(): Promise<void>;
+}
+
+/**
+ * A client of entgate's floating leases: acquire, heartbeat and release, and `hold`, which
+ * keeps a lease alive in the background (the seed's keep-alive daemon) until released.
+ */
+export class LeaseClient {
+  private readonly http: AxiosInstance;
+  private key: Promise<openpgp.PrivateKey> | undefined;
+
+  constructor(private readonly options: LeaseClientOptions) {
+    this.http = axios.create({
+      baseURL: `${options.baseUrl.replace(/\/+$/, '')}/v1`,
+      timeout: options.timeoutMs ?? 10_000,
+      validateStatus: () => true,
+      maxRedirects: 0,
+    });
+    if (options.signingKey !== undefined) this.key = openpgp.readPrivateKey({ armoredKey: options.signingKey });
+  }
+
+  async acquire(request: AcquireRequest): Promise<Lease> {
+    const { idempotencyKey, ...body } = request;
+    return (await this.send('POST', '/leases', body, idempotencyKey)) as Lease;
+  }
+
+  async heartbeat(leaseId: string, options: { ttlSeconds?: number } = {}): Promise<Lease> {
+    return (await this.send('POST', `/leases/${encodeURIComponent(leaseId)}/heartbeat`, { ...options, ...(this.key && { leaseId }) })) as Lease;
+  }
+
+  async release(leaseId: string): Promise<void> {
+    await this.send('DELETE', `/leases/${encodeURIComponent(leaseId)}`, this.key ? { leaseId } : undefined);
+  }
+
+  /**
+   * Acquires a lease and heartbeats it every `heartbeatIntervalSeconds` until released. A
+   * heartbeat that fails for a transport reason is retried at the next tick while the lease
+   * may still be live; a 410, or no successful heartbeat before expiry, calls `onLost` once.
+   */
+  async hold(request: AcquireRequest, handlers: { onLost?: (error: LeaseRequestError) => void } = {}): Promise<HeldLease> {
+    let lease = await this.acquire(request);
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    let inflight: Promise<unknown> = Promise.resolve();
+    const lost = (error: LeaseRequestError) => {
+      if (stopped) return;
+      stopped = true;
+      handlers.onLost?.(error);
+    };
+    const tick = () => {
+      inflight = this.heartbeat(lease.leaseId, request.ttlSeconds === undefined ? {} : { ttlSeconds: request.ttlSeconds }).then(
+        (renewed) => {
+          lease = renewed;
+          schedule();
+        },
+        (err: unknown) => {
+          if (err instanceof LeaseLostError) return lost(err);
+          if (Date.now() >= Date.parse(lease.expiresAt)) {
+            return lost(new LeaseLostError('lease_expired', `no heartbeat succeeded before the lease expired: ${(err as Error).message}`));
+          }
+          schedule(Math.min(1000, lease.heartbeatIntervalSeconds * 1000));
+        },
+      );
+    };
+    const schedule = (ms = lease.heartbeatIntervalSeconds * 1000) => {
+      if (stopped) return;
+      timer = setTimeout(tick, ms);
+    };
+    schedule();
+    return {
+      get lease() {
+        return lease;
+      },
+      release: async () => {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        await inflight.catch(() => {});
+        await this.release(lease.leaseId);
+      },
+    };
+  }
+
+  private async send(method: 'POST' | 'DELETE', path: string, body: object | undefined, idempotencyKey?: string): Promise<unknown> {
+    const headers: Record<string, string> = {};
+    if (idempotencyKey !== undefined) headers['Idempotency-Key'] = idempotencyKey;
+    let data: unknown = body;
+    if (this.key) {
+      data = await signRequest({ ...(body ?? {}) }, await this.key);
+      headers['Content-Type'] = 'text/plain';
+    }
+    let res;
+    try {
+      res = await this.http.request({ method, url: path, data, headers });
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      throw new LeaseRequestError(0, e.code ?? 'unreachable', `cannot reach entgate at ${this.options.baseUrl}: ${e.code ?? e.message}`);
+    }
+    if (res.status < 300) return res.data;
+    const b = (typeof res.data === 'object' && res.data !== null ? res.data : {}) as Record<string, unknown>;
+    const code = typeof b.code === 'string' ? b.code : `http_${res.status}`;
+    const message = typeof b.message === 'string' ? b.message : `HTTP ${res.status}`;
+    if (res.status === 409 && code === 'no_seat_available') {
+      throw new NoSeatAvailableError(message, Number(b.seats), Number(b.inUse), Number(b.retryAfterSeconds) || 1);
+    }
+    if (res.status === 410) throw new LeaseLostError(code, message);
+    throw new LeaseRequestError(res.status, code, message);
+  }
+}
