@@ -64,6 +64,16 @@ for (const target of databaseTargets) {
       assert.deepEqual(denied.map((e: { clientId: string; reason: string }) => [e.clientId, e.reason]), [['host-c', 'no_seat_available']]);
     });
 
+    it('grants exactly the seats to many concurrent acquires, and lets a client racing itself hold one seat only', async () => {
+      await createPool({ name: 'race', seats: 5 });
+      const results = await Promise.all(Array.from({ length: 30 }, (_, i) => acquire({ pool: 'race', clientId: `c-${i % 25}` })));
+      const granted = results.filter((r) => r.status === 201 || r.status === 200);
+      assert.equal(results.filter((r) => r.status === 201).length, 5);
+      assert.equal(new Set(granted.map((r) => r.body.leaseId)).size, 5, 'twins of a granted client get its lease');
+      assert.ok(results.every((r) => [200, 201, 409].includes(r.status)));
+      assert.equal((await api().get('/v1/pools/race').set(AUTH)).body.inUse, 5);
+    });
+
     it('gives a client that asks again while its lease is live the same lease, never a second seat', async () => {
       await createPool({ name: 'same', seats: 1 });
       const first = await acquire({ pool: 'same', clientId: 'host-a', ttlSeconds: 10 });
