@@ -76,31 +76,41 @@ export async function leaseRun(o: LeaseRunOptions): Promise<number> {
     );
   };
 
-  let held: HeldLease | undefined;
-  const deadline = Date.now() + (o.wait ?? 0) * 1000;
-  for (;;) {
-    try {
-      held = await client.hold(request, { onLost });
-      break;
-    } catch (err) {
-      if (err instanceof NoSeatAvailableError && Date.now() < deadline) {
-        const pause = Math.min(err.retryAfterSeconds * 1000, deadline - Date.now());
-        await new Promise((r) => setTimeout(r, Math.max(100, pause)));
-        continue;
-      }
-      if (err instanceof NoSeatAvailableError) {
-        say(`no seat available (${err.inUse} of ${err.seats} in use; retry in ${err.retryAfterSeconds} s)`);
-        return EXIT_NO_SEAT;
-      }
-      if (err instanceof LeaseRequestError) throw new CliError(err.message);
-      throw err;
-    }
-  }
-
-  const forward = (signal: NodeJS.Signals) => () => child?.kill(signal);
+  // Signals are ours from the start: one that arrives before the command runs ends the run
+  // (releasing a seat already taken) instead of killing this process with the seat held.
+  let pendingSignal: NodeJS.Signals | undefined;
+  const forward = (signal: NodeJS.Signals) => () => {
+    if (child) child.kill(signal);
+    else pendingSignal ??= signal;
+  };
   const handlers = FORWARDED.map((s) => [s, forward(s)] as const);
   for (const [signal, handler] of handlers) process.on(signal, handler);
+  const bySignal = (signal: NodeJS.Signals) => 128 + (constants.signals[signal] ?? 0);
+
+  let held: HeldLease | undefined;
   try {
+    const deadline = Date.now() + (o.wait ?? 0) * 1000;
+    for (;;) {
+      if (pendingSignal) return bySignal(pendingSignal);
+      try {
+        held = await client.hold(request, { onLost });
+        break;
+      } catch (err) {
+        if (err instanceof NoSeatAvailableError && Date.now() < deadline) {
+          const pause = Math.min(err.retryAfterSeconds * 1000, deadline - Date.now());
+          await new Promise((r) => setTimeout(r, Math.max(100, pause)));
+          continue;
+        }
+        if (err instanceof NoSeatAvailableError) {
+          say(`no seat available (${err.inUse} of ${err.seats} in use; retry in ${err.retryAfterSeconds} s)`);
+          return EXIT_NO_SEAT;
+        }
+        if (err instanceof LeaseRequestError) throw new CliError(err.message);
+        throw err;
+      }
+    }
+    if (pendingSignal) return bySignal(pendingSignal);
+
     const outcome = await new Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: Error }>((resolve) => {
       child = spawn(o.command[0]!, o.command.slice(1), { stdio: 'inherit' });
       child.once('error', (error) => resolve({ error }));
@@ -108,10 +118,10 @@ export async function leaseRun(o: LeaseRunOptions): Promise<number> {
     });
     if ('error' in outcome) throw new CliError(`cannot run ${o.command[0]}: ${(outcome.error as NodeJS.ErrnoException).code ?? outcome.error.message}`);
     if (lostLease) return EXIT_LEASE_LOST;
-    if (outcome.signal) return 128 + (constants.signals[outcome.signal] ?? 0);
+    if (outcome.signal) return bySignal(outcome.signal);
     return outcome.code ?? 1;
   } finally {
     for (const [signal, handler] of handlers) process.off(signal, handler);
-    await held!.release().catch((err: Error) => say(`could not release the lease (${err.message}); it expires on its own`));
+    await held?.release().catch((err: Error) => say(`could not release the lease (${err.message}); it expires on its own`));
   }
 }

@@ -30,6 +30,7 @@ function send(res: Response, result: LeaseResult): void {
   for (const [name, value] of Object.entries(result.headers ?? {})) res.setHeader(name, value);
   res.setHeader('Cache-Control', 'no-store');
   if (result.body === undefined) res.status(result.status).end();
+  else if (result.status >= 400) res.status(result.status).json({ ...(result.body as object), requestId: res.locals.requestId });
   else res.status(result.status).json(result.body);
 }
 

@@ -103,7 +103,8 @@ export class LeaseService {
     const ttlProblem = known ? resolveTtl(body.ttlSeconds, known) : undefined;
     if (ttlProblem && 'problem' in ttlProblem) throw new ValidationError(`invalid request body: ${ttlProblem.problem}`);
 
-    return this.write(idempotency(ctx, 'POST /v1/leases', payload, signed), async (trx) => {
+    // Keys are scoped to the pool and client, so two clients that pick the same key never meet.
+    return this.write(idempotency(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed), async (trx) => {
       const pool = virtualKey
         ? await this.repo.lockVirtualKeyPool(trx, virtualKey.id, virtualKey.seats, this.virtualKeyPoolDefaults())
         : await this.repo.lockPool(trx, poolName);

@@ -159,6 +159,7 @@ describe('entgate lease run', () => {
   });
 
   it('stops the command and exits 76 when its lease is lost and no seat is free', async () => {
+    await waitFor('a free seat', async () => (await inUse(server.url, 'run')) === 0);
     const run = leaseRun(server.url, ['--pool', 'run', '--client-id', 'victim', '--', process.execPath, '-e', 'setInterval(() => {}, 1000)']);
     children.push(run.child);
     await waitFor('the seat', async () => (await inUse(server.url, 'run')) === 1);

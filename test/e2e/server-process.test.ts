@@ -6,6 +6,7 @@ import { databaseTargets, tempDir, type TestDatabase } from '../helpers/database
 import { ADMIN_TOKEN } from '../helpers/service.ts';
 import { runCli, startServerProcess } from '../helpers/process.ts';
 import { openDatabase } from '../../src/store/db.ts';
+import { migrationSource } from '../../migrations/index.ts';
 
 const admin = (url: string, path: string, body?: unknown) =>
   fetch(`${url}/admin/v1${path}`, {
@@ -84,7 +85,9 @@ describe('entgate start-up and migrate', () => {
     const dataDir = join(dir, 'data');
     const fresh = await runCli(['migrate'], { DATA_DIR: dataDir });
     assert.equal(fresh.code, 0, fresh.stderr);
-    assert.match(fresh.stdout, /^applied: 20261123000000_initial, 20261123010000_products\n$/);
+    const names = (await migrationSource.getMigrations([])).map((m) => migrationSource.getMigrationName(m));
+    assert.equal(fresh.stdout, `applied: ${names.join(', ')}\n`);
+    assert.ok(names.length >= 3);
     assert.equal((await runCli(['migrate'], { DATA_DIR: dataDir })).stdout, 'already current\n');
 
     const server = await startServerProcess({ DATA_DIR: dataDir });

@@ -92,8 +92,12 @@ for (const target of databaseTargets) {
       assert.deepEqual([one.status, two.status], [201, 201]);
       assert.equal(one.body.leaseId, two.body.leaseId);
       assert.ok(one.headers['idempotent-replayed'] === 'true' || two.headers['idempotent-replayed'] === 'true');
-      const reused = await acquire({ pool: 'idem', clientId: 'y' }, headers);
+      const reused = await acquire({ pool: 'idem', clientId: 'x', ttlSeconds: 7 }, headers);
       assert.deepEqual([reused.status, reused.body.code], [422, 'idempotency_key_reused']);
+      // Keys are scoped to the pool and client: another client's same key is its own.
+      const other = await acquire({ pool: 'idem', clientId: 'y' }, headers);
+      assert.deepEqual([other.status, other.body.code], [409, 'no_seat_available']);
+      assert.ok(other.body.requestId, 'refusals carry the request id like every error');
       const full = await acquire({ pool: 'idem', clientId: 'z' }, { 'Idempotency-Key': 'req-2' });
       assert.equal(full.status, 409);
       await api().delete(`/v1/leases/${one.body.leaseId}`).expect(204);

@@ -42,6 +42,11 @@ describe('loadConfig', () => {
         auditBatchSize: 500,
         auditFlushMs: 250,
         shutdownTimeoutMs: 8000,
+        leaseDefaultTtlSeconds: 60,
+        leaseMaxTtlSeconds: 3600,
+        leaseTidySeconds: 5,
+        leaseRetentionHours: 24,
+        signedRequestWindowSeconds: 30,
         logLevel: 'info',
       },
     );
