@@ -5,6 +5,7 @@
  * settings table from it (a unit test fails when they drift).
  */
 import { z } from 'zod';
+import { normalizeCidr } from '../src/domain/ip.ts';
 
 export interface Setting {
   /** Environment variable. */
@@ -29,6 +30,26 @@ const integer = (min: number, max: number) => {
     .pipe(z.number().int({ error }).min(min, { error }).max(max, { error }));
 };
 const port = integer(0, 65535);
+const list = (text: string) =>
+  text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+const pathList = z.string().transform(list);
+/** Addresses or CIDRs, each normalised; one that is neither is refused, naming it. */
+const cidrList = z.string().transform((text, ctx) => {
+  const out: string[] = [];
+  for (const item of list(text)) {
+    const r = normalizeCidr(item);
+    if ('problem' in r) {
+      ctx.addIssue({ code: 'custom', message: r.problem });
+      return z.NEVER;
+    }
+    out.push(r.cidr);
+  }
+  return out;
+});
+
 const positiveInt = (max: number) => integer(1, max);
 const nonNegativeInt = (max: number) => integer(0, max);
 const bool = z.stringbool({ truthy: ['true', '1', 'yes', 'on'], falsy: ['false', '0', 'no', 'off'] });
@@ -189,6 +210,72 @@ export const settings = {
     default: '30',
     schema: positiveInt(3_600),
     doc: 'A signed lease request is refused when its `ts` is further than this from the server\'s clock; within it, the same signed message is accepted once, on every instance.',
+  },
+  tlsCertFile: {
+    env: 'TLS_CERT_FILE',
+    schema: z.string().min(1).optional(),
+    doc: 'PEM certificate chain (the server certificate, then its intermediates) to serve HTTPS on HTTPS_PORT, beside HTTP on PORT. The SES client pins an intermediate: send the full chain. `entgate dev-certs <dir>` makes one for local tests.',
+  },
+  tlsKeyFile: {
+    env: 'TLS_KEY_FILE',
+    schema: z.string().min(1).optional(),
+    doc: 'PEM private key of TLS_CERT_FILE.',
+    secret: true,
+  },
+  httpsPort: {
+    env: 'HTTPS_PORT',
+    default: '8443',
+    schema: port,
+    doc: 'HTTPS port when TLS_CERT_FILE and TLS_KEY_FILE are set (TLS 1.2 or newer); 0 picks a free port.',
+  },
+  trustedProxies: {
+    env: 'ENTGATE_TRUSTED_PROXIES',
+    default: '',
+    schema: cidrList,
+    doc: 'Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed, for the caller address SES tokens are matched against. Empty: the socket\'s peer address is the caller.',
+  },
+  sesIssuer: {
+    env: 'ENTGATE_SES_ISSUER',
+    default: 'https://batch.azure.test/software-entitlement',
+    schema: z.string().min(1),
+    doc: 'The `iss` every SES token must carry (the SDK\'s default).',
+  },
+  sesAudience: {
+    env: 'ENTGATE_SES_AUDIENCE',
+    default: 'https://batch.azure.test/software-entitlement',
+    schema: z.string().min(1),
+    doc: 'The `aud` every SES token must carry (the SDK\'s default).',
+  },
+  sesSigningKeys: {
+    env: 'ENTGATE_SES_SIGNING_KEYS',
+    default: '',
+    schema: pathList,
+    doc: 'Comma-separated files with the keys that sign SES tokens: PEM certificates or public keys, or JSON Web Key Sets. Several at once for rotation (chosen by `kid`/`x5t`).',
+  },
+  sesDecryptionKeys: {
+    env: 'ENTGATE_SES_DECRYPTION_KEYS',
+    default: '',
+    schema: pathList,
+    doc: 'Comma-separated files with the private keys that decrypt SES tokens (PEM, optionally with the certificate; or JWKS).',
+    secret: true,
+  },
+  sesRequireSigned: {
+    env: 'ENTGATE_SES_REQUIRE_SIGNED',
+    default: 'true',
+    schema: bool,
+    doc: 'Refuse SES tokens without a signature (`alg: none`). Turn off only for tests.',
+  },
+  sesRequireEncrypted: {
+    env: 'ENTGATE_SES_REQUIRE_ENCRYPTED',
+    default: 'auto',
+    schema: z.enum(['auto', 'true', 'false']),
+    doc: 'Refuse SES tokens that are not encrypted: `auto` does so when ENTGATE_SES_DECRYPTION_KEYS is set, as the SDK does.',
+  },
+  sesClockSkewSeconds: {
+    env: 'ENTGATE_SES_CLOCK_SKEW_SECONDS',
+    default: '60',
+    schema: nonNegativeInt(3_600),
+    doc: 'Clock skew allowed when checking a token\'s nbf and exp.',
   },
   shutdownTimeoutMs: {
     env: 'ENTGATE_SHUTDOWN_TIMEOUT_MS',

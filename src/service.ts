@@ -1,4 +1,6 @@
-import { createServer, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/settings.ts';
 import type { Logger } from './logger.ts';
@@ -21,6 +23,13 @@ import { InvalidationBus } from './store/invalidation-bus.ts';
 import { AdminService } from './admin/service.ts';
 import { LeasesRepo } from './leases/repo.ts';
 import { LeaseService } from './leases/service.ts';
+import { EventWriter } from './store/check-events.ts';
+import { loadKeyRing } from './ses/keys.ts';
+import { TokenVerifier } from './ses/verifier.ts';
+import { SesService, type TokenEvent } from './ses/service.ts';
+import { TOKEN_EVENTS } from './ses/events.ts';
+import { compileCidrs } from './domain/ip.ts';
+import { ConfigError } from './errors.ts';
 import { createApp } from './http/app.ts';
 import { createRusCheckHandler } from './http/rus-check.ts';
 
@@ -28,6 +37,9 @@ export interface RunningService {
   server: Server;
   /** `http://host:port` as bound (port 0 resolved). */
   url: string;
+  /** The HTTPS server and its `https://host:port`, when TLS_CERT_FILE and TLS_KEY_FILE are set. */
+  httpsServer?: Server;
+  httpsUrl?: string;
   db: Database;
   cache: KeyCache;
   events: CheckEventWriter;
@@ -135,16 +147,43 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   );
   leases.startTidy();
 
+  const signingKeys = await loadKeyRing(config.sesSigningKeys, 'public', 'ENTGATE_SES_SIGNING_KEYS');
+  const decryptionKeys = await loadKeyRing(config.sesDecryptionKeys, 'private', 'ENTGATE_SES_DECRYPTION_KEYS');
+  const requireEncrypted = config.sesRequireEncrypted === 'auto' ? decryptionKeys.length > 0 : config.sesRequireEncrypted === 'true';
+  if (config.sesRequireSigned && signingKeys.length === 0) {
+    logger.warn('ENTGATE_SES_SIGNING_KEYS is not set: every software entitlement token is denied');
+  }
+  const tokenEvents = new EventWriter<TokenEvent>(db.knex, logger, TOKEN_EVENTS, {
+    maxQueue: config.auditQueueMax,
+    batchSize: config.auditBatchSize,
+    flushMs: config.auditFlushMs,
+  });
+  const verifier = new TokenVerifier({
+    issuer: config.sesIssuer,
+    audience: config.sesAudience,
+    signingKeys,
+    decryptionKeys,
+    requireSigned: config.sesRequireSigned,
+    requireEncrypted,
+    clockSkewSeconds: config.sesClockSkewSeconds,
+    cacheMaxEntries: config.cacheMaxEntries,
+  });
+  const ses = new SesService({ verifier, repo: new LeasesRepo(db.knex), events: tokenEvents, logger });
+
   let closing = false;
   const isClosing = () => closing;
   const app = createApp({
     admin,
     leases,
+    ses,
+    trustedProxies: compileCidrs(config.trustedProxies),
     adminToken: config.adminToken,
     logger,
     isClosing,
     stats: () => ({
       checkEvents: events.getStats(),
+      tokenEvents: tokenEvents.getStats(),
+      tokenCache: { entries: verifier.cacheSize },
       keyCache: { entries: cache.size, hits: cache.hits, misses: cache.misses },
       resolvers: chain.getStats(),
     }),
@@ -159,43 +198,58 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   });
   const handleCheck = createRusCheckHandler({ checkService, recordEvent, isClosing });
 
-  const server = createServer((req, res) => {
+  const handler: RequestListener = (req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     if (CHECK_PATHS.has(path)) handleCheck(req, res, q < 0 ? '' : url.slice(q + 1));
     else app(req, res);
-  });
-  // Slow or idle clients cannot hold connections for long.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
-
-  await new Promise<void>((resolveListen, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolveListen();
-    });
-  });
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${address.port}`;
-  logger.info({ url, database: db.kind }, 'entgate listening');
+  };
+  const server = createServer(handler);
+  let httpsServer: Server | undefined;
+  if (config.tlsCertFile !== undefined || config.tlsKeyFile !== undefined) {
+    if (config.tlsCertFile === undefined || config.tlsKeyFile === undefined) {
+      throw new ConfigError('invalid configuration: TLS_CERT_FILE and TLS_KEY_FILE go together');
+    }
+    const read = (setting: string, path: string) => {
+      try {
+        return readFileSync(path);
+      } catch (err) {
+        throw new ConfigError(`invalid configuration: ${setting}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    };
+    try {
+      httpsServer = createHttpsServer({ cert: read('TLS_CERT_FILE', config.tlsCertFile), key: read('TLS_KEY_FILE', config.tlsKeyFile), minVersion: 'TLSv1.2' }, handler);
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      throw new ConfigError(`invalid configuration: TLS_CERT_FILE / TLS_KEY_FILE: ${(err as Error).message}`);
+    }
+  }
+  const url = await listen(server, config.port, config.host, 'http');
+  let httpsUrl: string | undefined;
+  try {
+    if (httpsServer) httpsUrl = await listen(httpsServer, config.httpsPort, config.host, 'https');
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  logger.info({ url, ...(httpsUrl && { httpsUrl }), database: db.kind }, 'entgate listening');
 
   let closed: Promise<void> | undefined;
   const close = () =>
     (closed ??= (async () => {
       closing = true;
-      const drained = new Promise<void>((r) => server.close(() => r()));
-      server.closeIdleConnections();
+      const servers = httpsServer ? [server, httpsServer] : [server];
+      const drained = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      for (const s of servers) s.closeIdleConnections();
       const forced = setTimeout(() => {
         logger.warn('in-flight requests did not finish in time; closing their connections');
-        server.closeAllConnections();
+        for (const s of servers) s.closeAllConnections();
       }, config.shutdownTimeoutMs);
       await drained;
       clearTimeout(forced);
       await leases.stop();
+      await tokenEvents.close();
       await events.close();
       await bus.close();
       await chain.close();
@@ -203,5 +257,23 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       logger.info({ events: events.getStats() }, 'entgate stopped');
     })());
 
-  return { server, url, db, cache, events, chain, bus, leases, close };
+  return { server, url, ...(httpsServer && httpsUrl && { httpsServer, httpsUrl }), db, cache, events, chain, bus, leases, close };
+}
+
+/** Listens, resolves with the URL a local client can use (a wildcard address becomes loopback). */
+async function listen(server: Server, port: number, host: string, scheme: 'http' | 'https'): Promise<string> {
+  await new Promise<void>((resolveListen, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolveListen();
+    });
+  });
+  // Slow or idle clients cannot hold connections for long.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  const address = server.address() as AddressInfo;
+  const bound = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `${scheme}://${bound === '0.0.0.0' ? '127.0.0.1' : bound === '[::]' ? '[::1]' : bound}:${address.port}`;
 }

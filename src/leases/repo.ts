@@ -190,6 +190,19 @@ export class LeasesRepo {
   }
 
   /**
+   * Locks a pool by name, creating it with `defaults` first when it does not exist (the pools
+   * SES applications acquire from: an admin who creates or updates one sets its limit).
+   */
+  async lockOrCreatePool(trx: Knex.Transaction, name: string, defaults: PoolInput): Promise<Pool> {
+    await trx.raw(
+      `insert into lease_pools (name, seats, default_ttl_seconds, max_ttl_seconds, heartbeat_interval_seconds, require_signed)
+       values (?, ?, ?, ?, ?, ?) on conflict (name) do nothing`,
+      [name, defaults.seats, defaults.defaultTtlSeconds, defaults.maxTtlSeconds, defaults.heartbeatIntervalSeconds, defaults.requireSignedRequests],
+    );
+    return (await this.lockPool(trx, name))!;
+  }
+
+  /**
    * The pool a virtual key defines, created on first use, its seats set to the key's current
    * limit; the upsert leaves the row locked for the rest of the transaction.
    */

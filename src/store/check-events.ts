@@ -15,6 +15,21 @@ export interface CheckEvent {
   latencyUs: number;
 }
 
+export interface EventWriterOptions<E> {
+  maxQueue: number;
+  batchSize: number;
+  flushMs: number;
+  /** Called after each written batch (failures are logged, never retried). */
+  onWritten?: (batch: E[]) => Promise<void>;
+}
+
+/** Which table a writer fills, and how an event becomes a row of it. */
+export interface EventTable<E> {
+  table: string;
+  columns: readonly string[];
+  toRow: (event: E) => Record<string, unknown>;
+}
+
 export interface CheckEventWriterOptions {
   maxQueue: number;
   batchSize: number;
@@ -31,27 +46,33 @@ export interface CheckEventStats {
 }
 
 /**
- * Writes check events off the request path. `record()` only appends to a bounded in-memory
+ * Writes events (check events, token events) off the request path. `record()` only appends to a bounded in-memory
  * queue, so a slow or absent database never delays a check and never grows memory without
  * limit: past `maxQueue` new events are dropped and counted. A single writer drains the queue
  * in batches (one INSERT ... SELECT FROM json_populate_recordset(...) each) every `flushMs`, or sooner
  * once a batch is full. A batch that fails is retried once, then dropped and counted.
  */
-export class CheckEventWriter {
-  private queue: CheckEvent[] = [];
+export class EventWriter<E> {
+  private queue: E[] = [];
   private timer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
   private stopped = false;
   private readonly stats = { written: 0, dropped: 0, failedBatches: 0 };
   private lastDropReport = 0;
 
+  private readonly insertSql: string;
+
   constructor(
     private readonly knex: Knex,
     private readonly logger: Logger,
-    private readonly options: CheckEventWriterOptions,
-  ) {}
+    private readonly spec: EventTable<E>,
+    private readonly options: EventWriterOptions<E>,
+  ) {
+    const columns = spec.columns.join(', ');
+    this.insertSql = `insert into ${spec.table} (${columns}) select ${columns} from json_populate_recordset(null::${spec.table}, ?::json)`;
+  }
 
-  record(event: CheckEvent): void {
+  record(event: E): void {
     if (this.stopped || this.queue.length >= this.options.maxQueue) {
       this.stats.dropped++;
       this.reportDrops();
@@ -104,29 +125,17 @@ export class CheckEventWriter {
     }
   }
 
-  private async writeBatch(batch: CheckEvent[]): Promise<boolean> {
+  private async writeBatch(batch: E[]): Promise<boolean> {
     try {
       // One JSON parameter per batch: serialised natively by V8 and parsed natively by
       // PostgreSQL, much cheaper on both sides than a parameter per column and row.
-      await this.knex.raw(
-        `insert into check_events
-           (occurred_at, server, class, key_hint, virtual_key_id, remote_ip, caller_ip, decision, reason, resolver, latency_us)
-         select occurred_at, server, class, key_hint, virtual_key_id, remote_ip, caller_ip, decision, reason, resolver, latency_us
-           from json_populate_recordset(null::check_events, ?::json)`,
-        [JSON.stringify(batch.map(toRow))],
-      );
+      await this.knex.raw(this.insertSql, [JSON.stringify(batch.map(this.spec.toRow))]);
     } catch (err) {
-      this.logger.warn({ err: (err as Error).message, events: batch.length }, 'check events not written');
+      this.logger.warn({ err: (err as Error).message, events: batch.length, table: this.spec.table }, 'events not written');
       return false;
     }
     this.stats.written += batch.length;
-    if (this.options.onWritten) {
-      const uses = new Map<number, Date>();
-      for (const e of batch) {
-        if (e.decision === 'granted' && e.virtualKeyId !== null) uses.set(e.virtualKeyId, e.occurredAt);
-      }
-      await this.options.onWritten(uses).catch((err: Error) => this.logger.warn({ err: err.message }, 'last-used times not recorded'));
-    }
+    await this.options.onWritten?.(batch).catch((err: Error) => this.logger.warn({ err: err.message }, 'after-write step failed'));
     return true;
   }
 
@@ -134,7 +143,32 @@ export class CheckEventWriter {
     const now = Date.now();
     if (now - this.lastDropReport < 10_000) return;
     this.lastDropReport = now;
-    this.logger.warn({ dropped: this.stats.dropped, queued: this.queue.length }, 'check events dropped');
+    this.logger.warn({ dropped: this.stats.dropped, queued: this.queue.length, table: this.spec.table }, 'events dropped');
+  }
+}
+
+const CHECK_EVENTS: EventTable<CheckEvent> = {
+  table: 'check_events',
+  columns: ['occurred_at', 'server', 'class', 'key_hint', 'virtual_key_id', 'remote_ip', 'caller_ip', 'decision', 'reason', 'resolver', 'latency_us'],
+  toRow,
+};
+
+/** Check events, with last-used times of the virtual keys granted in each batch. */
+export class CheckEventWriter extends EventWriter<CheckEvent> {
+  constructor(knex: Knex, logger: Logger, options: CheckEventWriterOptions) {
+    const { onWritten, ...rest } = options;
+    super(knex, logger, CHECK_EVENTS, {
+      ...rest,
+      ...(onWritten && {
+        onWritten: (batch: CheckEvent[]) => {
+          const uses = new Map<number, Date>();
+          for (const e of batch) {
+            if (e.decision === 'granted' && e.virtualKeyId !== null) uses.set(e.virtualKeyId, e.occurredAt);
+          }
+          return onWritten(uses);
+        },
+      }),
+    });
   }
 }
 

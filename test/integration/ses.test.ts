@@ -1,0 +1,216 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import request from 'supertest';
+import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
+import { startTestService, AUTH } from '../helpers/service.ts';
+import { rawToken, writeKeys } from '../helpers/ses.ts';
+import type { RunningService } from '../../src/service.ts';
+
+const V1 = '2017-05-01.5.0';
+const V2 = '2018-08-01.7.0';
+const LATEST = '9999-09-09.99.99';
+const JSON_ODATA = 'application/json; odata=minimalmetadata';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+for (const target of databaseTargets) {
+  describe(`software entitlement service on ${target.name}`, () => {
+    let db: TestDatabase;
+    let svc: RunningService;
+    let keys: ReturnType<typeof writeKeys>;
+    const api = () => request(svc.server);
+    const post = (path: string, body: unknown, contentType = JSON_ODATA) =>
+      api().post(path).set('Content-Type', contentType).send(typeof body === 'string' ? body : JSON.stringify(body));
+    const good = (extra: Parameters<typeof rawToken>[0] = {}) =>
+      rawToken({ sign: { key: keys.rsaSign.privateKey, alg: 'RS512' }, encrypt: { key: keys.rsaEnc.publicKey }, ...extra });
+    const denied = (res: request.Response, app = 'contosoapp') => {
+      assert.equal(res.status, 403, JSON.stringify(res.body));
+      assert.deepEqual(res.body, { code: 'EntitlementDenied', message: { lang: 'en-us', value: `Entitlement for ${app} was denied.` } });
+    };
+    const events = async () => (await svc.db.knex('token_events').select('*').orderBy('id')) as Record<string, unknown>[];
+
+    before(async () => {
+      const dir = tempDir();
+      keys = writeKeys(dir);
+      db = await target.create();
+      svc = await startTestService(db, {
+        ENTGATE_SES_SIGNING_KEYS: keys.signingFiles.join(','),
+        ENTGATE_SES_DECRYPTION_KEYS: keys.decryptionFiles.join(','),
+        ENTGATE_SES_REQUIRE_ENCRYPTED: 'false',
+        ENTGATE_TRUSTED_PROXIES: '10.9.0.0/16',
+      });
+    });
+    after(async () => {
+      await svc?.close();
+      await db?.drop();
+    });
+
+    it('approves with v1 (id, vmid) and v2 (id, expiry), with and without a slash before the query', async () => {
+      const exp = Math.floor(Date.now() / 1000) + 7200;
+      const token = await good({ claims: { vmid: 'vm-42' }, exp });
+      for (const path of ['/softwareEntitlements', '/softwareEntitlements/']) {
+        const v1 = await post(`${path}?api-version=${V1}`, { applicationId: 'ContosoApp', token });
+        assert.equal(v1.status, 200, JSON.stringify(v1.body));
+        assert.match(v1.body.id, /^entitlement-[0-9a-f-]{36}$/);
+        assert.equal(v1.body.vmid, 'vm-42');
+        const v2 = await post(`${path}?api-version=${V2}`, { token, applicationId: 'contosoapp' });
+        assert.deepEqual(Object.keys(v2.body).sort(), ['expiry', 'id']);
+        assert.equal(v2.body.expiry, new Date(exp * 1000).toISOString());
+      }
+      const noVmid = await post(`/softwareEntitlements?api-version=2017-06-01.5.1`, { applicationId: 'contosoapp', token: await good() });
+      assert.deepEqual(Object.keys(noVmid.body), ['id']);
+    });
+
+    it('accepts every signature and encryption algorithm pair, from keys in PEM and in a JWKS', async () => {
+      const signers = [
+        { key: keys.rsaSign.privateKey, alg: 'RS512' },
+        { key: keys.rsaSign.privateKey, alg: 'PS256' },
+        { key: keys.ec.privateKey, alg: 'ES256' },
+        { key: keys.ed.privateKey, alg: 'EdDSA', kid: 'ed-1' },
+      ];
+      const encryptions = [undefined, { key: keys.rsaEnc.publicKey }, { key: keys.rsaEnc.publicKey, alg: 'RSA-OAEP-256', enc: 'A256GCM' }, { key: keys.rsaEnc.publicKey, alg: 'RSA-OAEP', enc: 'A256GCM' }];
+      for (const sign of signers) {
+        for (const encrypt of encryptions) {
+          const token = await rawToken({ sign, ...(encrypt && { encrypt }) });
+          const res = await post(`/softwareEntitlements?api-version=${V2}`, { token, applicationId: 'contosoapp' });
+          assert.equal(res.status, 200, `${sign.alg} ${encrypt?.alg ?? 'plain'}/${encrypt?.enc ?? ''}: ${JSON.stringify(res.body)}`);
+        }
+      }
+    });
+
+    it('denies with 403, never saying why, every token that is not valid here', async () => {
+      const now = Math.floor(Date.now() / 1000);
+      const cases: [string, Promise<string>, string?][] = [
+        ['expired (beyond the 60 s skew)', good({ exp: now - 120, nbf: now - 600, iat: now - 600 })],
+        ['not yet valid', good({ nbf: now + 600 })],
+        ['wrong audience', good({ aud: 'https://elsewhere' })],
+        ['two audiences', good({ aud: ['https://batch.azure.test/software-entitlement', 'https://x'] })],
+        ['wrong issuer', good({ iss: 'https://evil.example' })],
+        ['another application', good({ app: ['otherapp'] })],
+        ['another address', good({ ip: ['192.0.2.1', '2001:db8::1'] })],
+        ['no id', good({ claims: { id: undefined } })],
+        ['no iat', good({ claims: { iat: undefined } })],
+        ['unsigned', rawToken({ sign: 'none' })],
+        ['unsigned, encrypted', rawToken({ sign: 'none', encrypt: { key: keys.rsaEnc.publicKey } })],
+        ['signed by a key not configured', rawToken({ sign: { key: keys.other.privateKey, alg: 'RS512' } })],
+        ['encrypted to a key not configured', good({ encrypt: { key: keys.other.publicKey } })],
+        ['HS256 with a public key as secret', rawToken({ sign: { key: keys.rsaSign.publicKey.export({ format: 'der', type: 'spki' }) as never, alg: 'HS256' } })],
+      ];
+      for (const [what, tokenPromise] of cases) {
+        let token: string;
+        try {
+          token = await tokenPromise;
+        } catch {
+          continue; // jose refuses to build it at all: nothing to send
+        }
+        denied(await post(`/softwareEntitlements?api-version=${V1}`, { token, applicationId: 'contosoapp' }), undefined);
+        void what;
+      }
+      const tampered = (await good()).split('.');
+      tampered[3] = tampered[3]!.slice(0, -4) + (tampered[3]!.endsWith('AAAA') ? 'BBBB' : 'AAAA');
+      denied(await post(`/softwareEntitlements?api-version=${V1}`, { token: tampered.join('.'), applicationId: 'contosoapp' }));
+      // Events are written off the request path: wait for them.
+      let reasons: string[] = [];
+      const recorded = () => reasons.some((r) => /expired/.test(r)) && reasons.some((r) => /address/.test(r)) && reasons.some((r) => /not signed/.test(r));
+      for (let i = 0; i < 100 && !recorded(); i++) {
+        await sleep(50);
+        reasons = (await events()).filter((e) => e.outcome === 'denied').map((e) => e.reason as string);
+      }
+      assert.ok(recorded(), reasons.join('\n'));
+    });
+
+    it('answers 400 in the protocol shape for a malformed request, version, body or token', async () => {
+      const token = await good();
+      const bad: [string, unknown, number, string][] = [
+        ['/softwareEntitlements', { token, applicationId: 'a' }, 400, 'MissingApiVersion'],
+        ['/softwareEntitlements?api-version=2016-01-01', { token, applicationId: 'a' }, 400, 'UnsupportedApiVersion'],
+        [`/softwareEntitlements?api-version=${V1}`, { applicationId: 'a' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, { token: '', applicationId: 'a' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, { token }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, '{"token":', 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, '', 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, { token: 'not.a.jwt', applicationId: 'a' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, { token: 'abc', applicationId: 'a' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, { token: token.split('.').slice(0, 3).join('.'), applicationId: 'a' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a', duration: '5 minutes' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a', duration: 'P1M' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a', duration: 'P30D' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, { token: 'x'.repeat(70_000), applicationId: 'a' }, 413, 'EntitlementDenied'],
+        [`/softwareEntitlements?api-version=${V1}`, { token: `${'x'.repeat(40_000)}.a.b`, applicationId: 'a' }, 400, 'EntitlementDenied'],
+        [`/softwareEntitlements/?api-version=${V1}&api-version=${V2}`, { token, applicationId: 'a' }, 400, 'MissingApiVersion'],
+      ];
+      for (const [path, body, status, code] of bad) {
+        const res = await post(path, body as object);
+        assert.equal(res.status, status, `${path} ${JSON.stringify(body).slice(0, 80)}: ${JSON.stringify(res.body)}`);
+        assert.equal(res.body.code, code, path);
+        assert.equal(res.body.message.lang, 'en-us');
+      }
+      for (const path of [`//softwareEntitlements?api-version=${V1}`, `/softwareEntitlements//?api-version=${V1}`, `/softwareEntitlements/a/b?api-version=${LATEST}`]) {
+        const res = await post(path, { token, applicationId: 'contosoapp' });
+        assert.equal(res.status, 404, path);
+      }
+    });
+
+    it('acquires a durable entitlement, renews it, releases it; renew after release is 409, unknown ids 404', async () => {
+      const token = await good();
+      const acquired = await post(`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const { entitlementId, initialExpiryTime } = acquired.body;
+      const inFive = Date.parse(initialExpiryTime) - Date.now();
+      assert.ok(inFive > 290_000 && inFive <= 301_000, String(inFive));
+      const pool = await api().get('/v1/pools/ses-contosoapp').set(AUTH);
+      assert.ok(pool.body.leases.some((l: { leaseId: string }) => l.leaseId === entitlementId), 'visible to admins as a lease');
+
+      const renewed = await post(`/softwareEntitlements/${entitlementId}?api-version=${LATEST}`, { duration: 'PT1H30M' });
+      assert.equal(renewed.status, 200);
+      assert.ok(Math.abs(Date.parse(renewed.body.expiryTime) - Date.now() - 5_400_000) < 5_000);
+      const oldVersion = await post(`/softwareEntitlements/${entitlementId}?api-version=${V2}`, { duration: 'PT1M' });
+      assert.equal(oldVersion.status, 400);
+
+      assert.equal((await api().delete(`/softwareEntitlements/${entitlementId}?api-version=${LATEST}`)).status, 204);
+      const again = await post(`/softwareEntitlements/${entitlementId}?api-version=${LATEST}`, { duration: 'PT1M' });
+      assert.deepEqual([again.status, again.body.code], [409, 'AlreadyReleased']);
+      const unknown = '5b2b6c8e-6f3e-4a59-9a43-0e6f4f1d2c3b';
+      assert.deepEqual((await post(`/softwareEntitlements/${unknown}?api-version=${LATEST}`, { duration: 'PT1M' })).body.code, 'NotFound');
+      assert.equal((await api().delete(`/softwareEntitlements/${unknown}?api-version=${LATEST}`)).status, 404);
+      assert.equal((await api().delete(`/softwareEntitlements/not-an-id?api-version=${LATEST}`)).status, 404);
+    });
+
+    it('lets an unrenewed entitlement expire, and holds an application to the seats an admin set', async () => {
+      const short = await post(`/softwareEntitlements?api-version=${LATEST}`, { token: await good(), applicationId: 'contosoapp', duration: 'PT1S' });
+      assert.equal(short.status, 200);
+      await sleep(Math.max(0, Date.parse(short.body.initialExpiryTime) - Date.now()) + 50);
+      const late = await post(`/softwareEntitlements/${short.body.entitlementId}?api-version=${LATEST}`, { duration: 'PT1M' });
+      assert.deepEqual([late.status, late.body.code], [409, 'EntitlementExpired']);
+
+      await api().post('/admin/v1/pools').set(AUTH).send({ name: 'ses-limitedapp', seats: 1 }).expect(201);
+      const token = await good({ app: 'LimitedApp' });
+      const first = await post(`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'LimitedApp', duration: 'PT10M' });
+      assert.equal(first.status, 200);
+      denied(await post(`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'LimitedApp', duration: 'PT10M' }), 'LimitedApp');
+      await api().delete(`/softwareEntitlements/${first.body.entitlementId}?api-version=${LATEST}`).expect(204);
+      assert.equal((await post(`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'LimitedApp', duration: 'PT10M' })).status, 200);
+    });
+
+    it('takes the caller address from X-Forwarded-For only behind a trusted proxy', async () => {
+      const token = await good({ ip: '203.0.113.7' });
+      const direct = await post(`/softwareEntitlements?api-version=${V1}`, { token, applicationId: 'contosoapp' }).set('X-Forwarded-For', '203.0.113.7');
+      denied(direct); // the peer (loopback) is not a trusted proxy: the header is ignored
+    });
+
+    it('audits every decision without the token, and remembers verified tokens', async () => {
+      const token = await good();
+      await post(`/softwareEntitlements?api-version=${V1}`, { token, applicationId: 'contosoapp' }).expect(200);
+      await post(`/softwareEntitlements?api-version=${V1}`, { token, applicationId: 'contosoapp' }).expect(200);
+      await sleep(600); // past ENTGATE_AUDIT_FLUSH_MS
+      const rows = await events();
+      assert.ok(rows.length > 10);
+      const text = JSON.stringify(rows);
+      assert.ok(!text.includes(token.slice(0, 40)), 'no token in the audit');
+      assert.ok(rows.some((r) => r.outcome === 'approved' && r.operation === 'approve' && r.api_version === V1 && typeof r.token_id === 'string'));
+      assert.ok(rows.some((r) => r.outcome === 'invalid'));
+      const health = await api().get('/healthz');
+      assert.ok(health.body.tokenCache.entries > 0);
+    });
+  });
+}

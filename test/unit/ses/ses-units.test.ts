@@ -1,0 +1,59 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseDurationSeconds } from '../../../src/ses/duration.ts';
+import { callerAddress } from '../../../src/http/caller.ts';
+import { compileCidrs } from '../../../src/domain/ip.ts';
+import { checkClaims, decideGrant } from '../../../src/ses/verifier.ts';
+import { poolOfApplication } from '../../../src/ses/service.ts';
+
+describe('ISO 8601 durations', () => {
+  it('reads weeks, days, hours, minutes and seconds into whole seconds (fractions round up)', () => {
+    const cases: [string, number][] = [['PT5M', 300], ['PT1H30M', 5400], ['P1D', 86_400], ['P1W', 604_800], ['P1DT1S', 86_401], ['PT0.5S', 1], ['PT1,5S', 2], ['PT90S', 90]];
+    for (const [text, seconds] of cases) assert.equal(parseDurationSeconds(text), seconds, text);
+  });
+  it('refuses anything else: calendar units, zero, empty parts, signs, spaces', () => {
+    for (const bad of ['', 'P', 'PT', 'P1M', 'P1Y', 'PT0S', 'P0D', '-PT5M', 'PT5m', ' PT5M', 'PT5M ', '5M', 'T5M', 'P1DT', 'PT1.S', `PT${'9'.repeat(12)}S`]) {
+      assert.equal(parseDurationSeconds(bad), undefined, JSON.stringify(bad));
+    }
+  });
+});
+
+describe('the caller address', () => {
+  const trusted = compileCidrs(['10.0.0.0/8', '::1/128']);
+  it('is the peer when no proxy is trusted or the peer is not one, whatever the header says', () => {
+    assert.equal(callerAddress('203.0.113.5', '198.51.100.1', [])?.toString(), '203.0.113.5');
+    assert.equal(callerAddress('203.0.113.5', '198.51.100.1', trusted)?.toString(), '203.0.113.5');
+    assert.equal(callerAddress('::ffff:203.0.113.5', undefined, trusted)?.toString(), '203.0.113.5');
+  });
+  it('behind trusted proxies, is the first untrusted address from the right', () => {
+    assert.equal(callerAddress('10.0.0.2', '198.51.100.1', trusted)?.toString(), '198.51.100.1');
+    assert.equal(callerAddress('10.0.0.2', '1.1.1.1, 198.51.100.1, 10.0.0.9', trusted)?.toString(), '198.51.100.1');
+    assert.equal(callerAddress('::1', ['1.1.1.1', '198.51.100.1'], trusted)?.toString(), '198.51.100.1');
+    assert.equal(callerAddress('10.0.0.2', 'garbage, 10.0.0.3', trusted)?.toString(), '10.0.0.3');
+    assert.equal(callerAddress('10.0.0.2', '10.0.0.4', trusted)?.toString(), '10.0.0.4');
+  });
+});
+
+describe('claims and the grant', () => {
+  const base = { iss: 'i', aud: 'a', nbf: 1, exp: 2, iat: 1, id: 'token-1', app: 'ContosoApp', ip: '::ffff:192.0.2.1' };
+  it('normalises app and ip to lists, IPv4-mapped addresses to IPv4', () => {
+    const r = checkClaims(base);
+    assert.ok(r.ok);
+    assert.deepEqual(r.claims.applications, ['ContosoApp']);
+    assert.equal(r.claims.addresses[0]!.toString(), '192.0.2.1');
+    assert.deepEqual(decideGrant(r.claims, 'contosoAPP', compileCidrs(['192.0.2.1/32'])[0]![0]), { granted: true });
+    assert.equal(decideGrant(r.claims, 'other', compileCidrs(['192.0.2.1/32'])[0]![0]).granted, false);
+    assert.equal(decideGrant(r.claims, 'contosoapp', compileCidrs(['192.0.2.2/32'])[0]![0]).granted, false);
+    assert.equal(decideGrant(r.claims, 'contosoapp', undefined).granted, false);
+  });
+  it('refuses missing or malformed claims', () => {
+    for (const bad of [{ aud: ['a'] }, { id: '' }, { id: 7 }, { app: [] }, { app: [1] }, { ip: 'not-an-ip' }, { ip: [] }, { iat: undefined }, { vmid: 5 }]) {
+      const r = checkClaims({ ...base, ...bad } as never);
+      assert.equal(r.ok, false, JSON.stringify(bad));
+    }
+  });
+  it('names application pools plainly when it can, by hash otherwise', () => {
+    assert.equal(poolOfApplication('ContosoApp'), 'ses-contosoapp');
+    assert.match(poolOfApplication('Contoso App/2'), /^ses-[0-9a-f]{32}$/);
+  });
+});
