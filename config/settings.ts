@@ -271,6 +271,17 @@ export const settings = {
     schema: z.enum(['auto', 'true', 'false']),
     doc: 'Refuse SES tokens that are not encrypted: `auto` does so when ENTGATE_SES_DECRYPTION_KEYS is set, as the SDK does.',
   },
+  sesMintSigningKey: {
+    env: 'ENTGATE_SES_MINT_SIGNING_KEY',
+    schema: z.string().min(1).optional(),
+    doc: 'PEM private key (with its certificate, for kid/x5t) that `POST /admin/v1/tokens` signs tokens with. Unset: the admin API mints no tokens.',
+    secret: true,
+  },
+  sesMintEncryptionKey: {
+    env: 'ENTGATE_SES_MINT_ENCRYPTION_KEY',
+    schema: z.string().min(1).optional(),
+    doc: 'PEM certificate or public key that minted tokens are encrypted to. Unset: minted tokens are signed only.',
+  },
   sesClockSkewSeconds: {
     env: 'ENTGATE_SES_CLOCK_SKEW_SECONDS',
     default: '60',

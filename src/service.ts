@@ -168,6 +168,10 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     clockSkewSeconds: config.sesClockSkewSeconds,
     cacheMaxEntries: config.cacheMaxEntries,
   });
+  const mintSigning = config.sesMintSigningKey ? await loadKeyRing([config.sesMintSigningKey], 'private', 'ENTGATE_SES_MINT_SIGNING_KEY') : [];
+  const mintEncryption = config.sesMintEncryptionKey
+    ? await loadKeyRing([config.sesMintEncryptionKey], 'public', 'ENTGATE_SES_MINT_ENCRYPTION_KEY')
+    : [];
   const ses = new SesService({ verifier, repo: new LeasesRepo(db.knex), events: tokenEvents, logger });
 
   let closing = false;
@@ -176,6 +180,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     admin,
     leases,
     ses,
+    mint: { issuer: config.sesIssuer, audience: config.sesAudience, signingKey: mintSigning[0], encryptionKey: mintEncryption[0] },
     trustedProxies: compileCidrs(config.trustedProxies),
     adminToken: config.adminToken,
     logger,

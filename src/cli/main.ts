@@ -8,6 +8,7 @@ import { openDatabase, migrate } from '../store/db.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import { AdminClient } from './api-client.ts';
 import { addLeaseCommands } from './lease-commands.ts';
+import { addTokenCommands } from './token-commands.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
 const program = new Command('entgate')
@@ -272,6 +273,7 @@ product
   });
 
 addLeaseCommands(program, client, baseUrl, { positiveInt });
+addTokenCommands(program);
 
 try {
   await program.parseAsync(process.argv);

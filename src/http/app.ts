@@ -9,12 +9,14 @@ import type { LeaseService } from '../leases/service.ts';
 import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
 import type { SesService } from '../ses/service.ts';
 import { sesRoutes } from '../ses/routes.ts';
+import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
 import type { IpRange } from '../domain/ip.ts';
 
 export interface AppDeps {
   admin: AdminService;
   leases: LeaseService;
   ses: SesService;
+  mint: MintConfig;
   /** Proxies whose X-Forwarded-For names the caller (SES address checks). */
   trustedProxies: readonly IpRange[];
   adminToken: string | undefined;
@@ -53,6 +55,7 @@ export function createApp(deps: AppDeps): express.Express {
     express.text({ type: 'text/csv', limit: '32mb' }),
     adminRoutes(deps.admin),
     leaseAdminRoutes(deps.leases),
+    mintRoutes(deps.mint),
   );
 
   app.use((req, _res, next) => next(new AppError(404, 'not_found', `no route for ${req.method} ${req.path}`)));

@@ -8,6 +8,8 @@ export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export interface ServerProcess {
   child: ChildProcess;
   url: string;
+  /** Set when the server serves HTTPS too. */
+  httpsUrl?: string;
   /** Everything the process wrote to stdout and stderr so far. */
   output(): string;
   /** Sends a signal and resolves with the exit code (null when killed by a signal). */
@@ -24,14 +26,16 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
   let out = '';
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let httpsUrl: string | undefined;
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start in ${timeoutMs} ms:\n${out}`)), timeoutMs);
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       out += `${line}\n`;
       try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
+        const entry = JSON.parse(line) as { msg?: string; url?: string; httpsUrl?: string };
         if (entry.msg === 'entgate listening' && entry.url) {
+          httpsUrl = entry.httpsUrl;
           clearTimeout(timer);
           resolve(entry.url);
         }
@@ -47,6 +51,7 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
   return {
     child,
     url,
+    ...(httpsUrl !== undefined && { httpsUrl }),
     output: () => out,
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -214,3 +214,28 @@ for (const target of databaseTargets) {
     });
   });
 }
+
+describe('software entitlement configuration', () => {
+  it('stops start-up with a message naming the setting when a key file is missing, wrong or TLS is half set', async () => {
+    const dir = tempDir();
+    const keys = writeKeys(dir);
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ ENTGATE_SES_SIGNING_KEYS: `${dir}/missing.pem` }, /ENTGATE_SES_SIGNING_KEYS: cannot read .*missing\.pem: ENOENT/],
+      [{ ENTGATE_SES_DECRYPTION_KEYS: keys.signingFiles[0]! }, /ENTGATE_SES_DECRYPTION_KEYS: .* holds no private key/],
+      [{ TLS_CERT_FILE: keys.signingFiles[0]! }, /TLS_CERT_FILE and TLS_KEY_FILE go together/],
+      [{ TLS_CERT_FILE: keys.signingFiles[0]!, TLS_KEY_FILE: keys.decryptionFiles[0]! }, /TLS_CERT_FILE \/ TLS_KEY_FILE: /],
+      [{ ENTGATE_TRUSTED_PROXIES: '10.0.0.0/8,nonsense' }, /ENTGATE_TRUSTED_PROXIES=.*is not an IP address or CIDR range/],
+    ];
+    for (const [env, message] of cases) {
+      const db = await databaseTargets[0]!.create();
+      try {
+        await assert.rejects(startTestService(db, env), (err: Error) => {
+          assert.match(err.message, message);
+          return true;
+        });
+      } finally {
+        await db.drop();
+      }
+    }
+  });
+});
