@@ -32,6 +32,7 @@ import { compileCidrs } from './domain/ip.ts';
 import { ConfigError } from './errors.ts';
 import { createApp } from './http/app.ts';
 import { createRusCheckHandler } from './http/rus-check.ts';
+import { createSesHandler, isSesPath } from './ses/routes.ts';
 
 export interface RunningService {
   server: Server;
@@ -179,9 +180,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   const app = createApp({
     admin,
     leases,
-    ses,
     mint: { issuer: config.sesIssuer, audience: config.sesAudience, signingKey: mintSigning[0], encryptionKey: mintEncryption[0] },
-    trustedProxies: compileCidrs(config.trustedProxies),
     adminToken: config.adminToken,
     logger,
     isClosing,
@@ -203,11 +202,15 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   });
   const handleCheck = createRusCheckHandler({ checkService, recordEvent, isClosing });
 
+  const handleSes = createSesHandler({ ses, trustedProxies: compileCidrs(config.trustedProxies), logger, isClosing });
+  // The two protocols clients hit at their own rate run on plain node:http; everything else on express.
   const handler: RequestListener = (req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
-    if (CHECK_PATHS.has(path)) handleCheck(req, res, q < 0 ? '' : url.slice(q + 1));
+    const query = q < 0 ? '' : url.slice(q + 1);
+    if (CHECK_PATHS.has(path)) handleCheck(req, res, query);
+    else if (isSesPath(path)) handleSes(req, res, path, query);
     else app(req, res);
   };
   const server = createServer(handler);

@@ -7,18 +7,12 @@ import { requireAdminToken } from '../admin/auth.ts';
 import type { AdminService } from '../admin/service.ts';
 import type { LeaseService } from '../leases/service.ts';
 import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
-import type { SesService } from '../ses/service.ts';
-import { sesRoutes } from '../ses/routes.ts';
 import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
-import type { IpRange } from '../domain/ip.ts';
 
 export interface AppDeps {
   admin: AdminService;
   leases: LeaseService;
-  ses: SesService;
   mint: MintConfig;
-  /** Proxies whose X-Forwarded-For names the caller (SES address checks). */
-  trustedProxies: readonly IpRange[];
   adminToken: string | undefined;
   logger: Logger;
   /** Readiness: the database answers and migrations are applied. */
@@ -45,7 +39,6 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', ...checks });
   });
 
-  app.use(sesRoutes(deps.ses, deps.trustedProxies));
   const requireAdmin = requireAdminToken(deps.adminToken);
   app.use('/v1', leaseRoutes(deps.leases, requireAdmin));
   app.use(

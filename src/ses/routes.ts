@@ -1,124 +1,175 @@
-import express, { Router, type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from '../logger.ts';
 import { callerAddress } from '../http/caller.ts';
-import type { IpRange } from '../domain/ip.ts';
+import type { IpAddress, IpRange } from '../domain/ip.ts';
 import { parseDurationSeconds } from './duration.ts';
 import { API_VERSIONS, MAX_DURATION_SECONDS, sesError, type SesResult, type SesService } from './service.ts';
 
-const MAX_BODY = '64kb';
+const MAX_BODY_BYTES = 64 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const BASE = /^\/softwareentitlements\/?$/i;
+const ONE = /^\/softwareentitlements\/([^/]+)$/i;
 
-function send(res: Response, result: SesResult): void {
-  res.setHeader('Cache-Control', 'no-store');
-  if (result.body === undefined) res.status(result.status).end();
-  else res.status(result.status).json(result.body);
+/** True for a path the SES handler answers (anything naming softwareEntitlements, so that a malformed one gets the protocol's 404). */
+export function isSesPath(path: string): boolean {
+  return /softwareentitlements/i.test(path);
 }
 
+export interface SesHandlerDeps {
+  ses: SesService;
+  trustedProxies: readonly IpRange[];
+  logger: Logger;
+  isClosing: () => boolean;
+}
+
+function send(res: ServerResponse, result: SesResult): void {
+  if (result.body === undefined) {
+    res.writeHead(result.status, { 'Cache-Control': 'no-store' });
+    res.end();
+    return;
+  }
+  const body = JSON.stringify(result.body);
+  res.writeHead(result.status, {
+    'Cache-Control': 'no-store',
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+/** Reads a JSON body of at most 64 KiB: the parsed value, `undefined` when empty, or the refusal. */
+function readJson(req: IncomingMessage): Promise<{ value: unknown } | { refusal: SesResult }> {
+  return new Promise((resolve) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > MAX_BODY_BYTES) {
+      req.resume();
+      return resolve({ refusal: sesError(413, 'EntitlementDenied', 'The request body is too large.') });
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) over = true;
+      else chunks.push(chunk);
+    });
+    req.on('error', () => resolve({ refusal: sesError(400, 'EntitlementDenied', 'The request body could not be read.') }));
+    req.on('end', () => {
+      if (over) return resolve({ refusal: sesError(413, 'EntitlementDenied', 'The request body is too large.') });
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text.trim() === '') return resolve({ value: undefined });
+      try {
+        resolve({ value: JSON.parse(text) });
+      } catch {
+        resolve({ refusal: sesError(400, 'EntitlementDenied', 'The request body is not valid JSON.') });
+      }
+    });
+  });
+}
+
+const field = (b: unknown, name: string): string | undefined => {
+  const v = b !== null && typeof b === 'object' ? (b as Record<string, unknown>)[name] : undefined;
+  return typeof v === 'string' && v.length > 0 ? v : undefined;
+};
+
+const invalid = (value: string) => sesError(400, 'EntitlementDenied', value);
+const badDuration = invalid(`The duration is missing, is not an ISO 8601 duration, or is longer than ${MAX_DURATION_SECONDS} seconds.`);
+const notFound = sesError(404, 'NotFound', 'No such resource.');
+
 /**
- * The Software Entitlement Service endpoints, as Azure Batch's SDK calls them:
- * `POST /softwareEntitlements` (approve v1/v2, acquire), `POST /softwareEntitlements/{id}`
- * (renew), `DELETE /softwareEntitlements/{id}` (release), each with `?api-version=`. Every
- * error is `{code, message: {lang, value}}`; JSON is accepted with any parameters
- * (`application/json; odata=minimalmetadata`).
+ * The Software Entitlement Service on plain node:http, beside the rUS check (a job may ask
+ * every minute, and tokens are kilobytes of JSON): `POST /softwareEntitlements` (approve v1/v2,
+ * acquire), `POST /softwareEntitlements/{id}` (renew), `DELETE /softwareEntitlements/{id}`
+ * (release), each with `?api-version=`, with and without a slash before the query. Every error
+ * is `{code, message: {lang, value}}`; the body is read as JSON whatever its Content-Type says
+ * (the SDK sends `application/json; odata=minimalmetadata`), up to 64 KiB.
  */
-export function sesRoutes(ses: SesService, trustedProxies: readonly IpRange[]): Router {
-  const r = Router({ strict: false, caseSensitive: false });
-  const caller = (req: Request) => callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies);
-  const body = express.json({ limit: MAX_BODY, type: () => true, strict: true });
+export function createSesHandler(deps: SesHandlerDeps) {
+  const { ses } = deps;
 
-  /** The api-version, or the 400 to answer. */
-  const version = (req: Request, res: Response): { name: string; kind: (typeof API_VERSIONS)[string] } | undefined => {
-    const v = req.query['api-version'];
-    if (typeof v !== 'string' || v === '') {
-      send(res, sesError(400, 'MissingApiVersion', 'The api-version query parameter is required.'));
-      return undefined;
+  async function answer(req: IncomingMessage, path: string, query: string): Promise<SesResult> {
+    const base = BASE.test(path);
+    const one = ONE.exec(path);
+    if ((!base && !one) || (base && req.method !== 'POST') || (one && req.method !== 'POST' && req.method !== 'DELETE')) {
+      req.resume();
+      return notFound;
     }
-    const kind = API_VERSIONS[v];
+    const versions = new URLSearchParams(query).getAll('api-version');
+    if (versions.length !== 1 || versions[0] === '') {
+      req.resume();
+      return sesError(400, 'MissingApiVersion', 'The api-version query parameter is required, once.');
+    }
+    const version = versions[0]!;
+    const kind = API_VERSIONS[version];
     if (!kind) {
-      send(res, sesError(400, 'UnsupportedApiVersion', `The api-version ${v.slice(0, 40)} is not supported.`));
-      return undefined;
+      req.resume();
+      return sesError(400, 'UnsupportedApiVersion', `The api-version ${version.slice(0, 40)} is not supported.`);
     }
-    return { name: v, kind };
-  };
+    const caller: IpAddress | undefined = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], deps.trustedProxies);
 
-  const invalid = (res: Response, value: string) => send(res, sesError(400, 'EntitlementDenied', value));
-  const field = (b: unknown, name: string): string | undefined => {
-    const v = (b as Record<string, unknown> | undefined)?.[name];
-    return typeof v === 'string' && v.length > 0 ? v : undefined;
-  };
+    if (one) {
+      if (kind !== 'latest') {
+        req.resume();
+        return sesError(400, 'UnsupportedApiVersion', `The api-version ${version} does not renew or release entitlements.`);
+      }
+      const id = one[1]!; // a UUID needs no decoding; anything else is not found
+      if (req.method === 'DELETE') {
+        req.resume();
+        return UUID.test(id) ? ses.release(version, id.toLowerCase(), caller) : notFound;
+      }
+      const body = await readJson(req);
+      if ('refusal' in body) return body.refusal;
+      if (!UUID.test(id)) return notFound;
+      const duration = field(body.value, 'duration');
+      const seconds = duration === undefined ? undefined : parseDurationSeconds(duration);
+      if (seconds === undefined || seconds > MAX_DURATION_SECONDS) {
+        ses.recordInvalid('renew', version, null, caller, 'no, unparseable or too long duration');
+        return badDuration;
+      }
+      return ses.renew(version, id.toLowerCase(), seconds, caller);
+    }
 
-  const approve: RequestHandler = async (req, res) => {
-    const v = version(req, res);
-    if (!v) return;
-    const operation = v.kind === 'latest' ? 'acquire' : 'approve';
-    const b = req.body as unknown;
+    const operation = kind === 'latest' ? 'acquire' : 'approve';
+    const body = await readJson(req);
+    if ('refusal' in body) {
+      ses.recordInvalid(operation, version, null, caller, 'unreadable body');
+      return body.refusal;
+    }
+    const b = body.value;
+    if (b === undefined || b === null || typeof b !== 'object' || Array.isArray(b)) {
+      ses.recordInvalid(operation, version, null, caller, 'no request body');
+      return invalid('The request body is missing.');
+    }
     const token = field(b, 'token');
     const applicationId = field(b, 'applicationId');
-    const who = caller(req);
-    if (b === undefined || typeof b !== 'object' || b === null) {
-      ses.recordInvalid(operation, v.name, null, who, 'no request body');
-      return invalid(res, 'The request body is missing.');
-    }
     if (!token) {
-      ses.recordInvalid(operation, v.name, applicationId ?? null, who, 'no token');
-      return invalid(res, 'The token is missing.');
+      ses.recordInvalid(operation, version, applicationId ?? null, caller, 'no token');
+      return invalid('The token is missing.');
     }
     if (!applicationId || applicationId.length > 256) {
-      ses.recordInvalid(operation, v.name, null, who, 'no applicationId');
-      return invalid(res, 'The applicationId is missing.');
+      ses.recordInvalid(operation, version, null, caller, 'no applicationId');
+      return invalid('The applicationId is missing.');
     }
     let durationSeconds: number | undefined;
-    if (v.kind === 'latest') {
+    if (kind === 'latest') {
       const duration = field(b, 'duration');
       durationSeconds = duration === undefined ? undefined : parseDurationSeconds(duration);
       if (durationSeconds === undefined || durationSeconds > MAX_DURATION_SECONDS) {
-        ses.recordInvalid(operation, v.name, applicationId, who, 'no, unparseable or too long duration');
-        return invalid(res, `The duration is missing, is not an ISO 8601 duration, or is longer than ${MAX_DURATION_SECONDS} seconds.`);
+        ses.recordInvalid(operation, version, applicationId, caller, 'no, unparseable or too long duration');
+        return badDuration;
       }
     }
-    send(res, await ses.approve(v.name, v.kind, { token, applicationId, ...(durationSeconds !== undefined && { durationSeconds }) }, who));
-  };
+    return ses.approve(version, kind, { token, applicationId, ...(durationSeconds !== undefined && { durationSeconds }) }, caller);
+  }
 
-  const latestOnly = (req: Request, res: Response) => {
-    const v = version(req, res);
-    if (!v) return undefined;
-    if (v.kind !== 'latest') {
-      send(res, sesError(400, 'UnsupportedApiVersion', `The api-version ${v.name} does not renew or release entitlements.`));
-      return undefined;
-    }
-    return v;
+  return function handleSes(req: IncomingMessage, res: ServerResponse, path: string, query: string): void {
+    if (deps.isClosing()) res.setHeader('Connection', 'close');
+    answer(req, path, query).then(
+      (result) => send(res, result),
+      (err: Error) => {
+        deps.logger.error({ err: err.message }, 'software entitlement request failed');
+        if (!res.headersSent) send(res, sesError(503, 'ServiceUnavailable', 'The service cannot answer now; try again.'));
+      },
+    );
   };
-
-  r.post('/softwareEntitlements', body, approve);
-  r.post('/softwareEntitlements/:id', body, async (req, res) => {
-    const v = latestOnly(req, res);
-    if (!v) return;
-    const id = String(req.params.id);
-    if (!UUID.test(id)) return send(res, sesError(404, 'NotFound', 'No such entitlement.'));
-    const duration = field(req.body, 'duration');
-    const durationSeconds = duration === undefined ? undefined : parseDurationSeconds(duration);
-    if (durationSeconds === undefined || durationSeconds > MAX_DURATION_SECONDS) {
-      ses.recordInvalid('renew', v.name, null, caller(req), 'no, unparseable or too long duration');
-      return invalid(res, `The duration is missing, is not an ISO 8601 duration, or is longer than ${MAX_DURATION_SECONDS} seconds.`);
-    }
-    send(res, await ses.renew(v.name, id.toLowerCase(), durationSeconds, caller(req)));
-  });
-  r.delete('/softwareEntitlements/:id', async (req, res) => {
-    const v = latestOnly(req, res);
-    if (!v) return;
-    const id = String(req.params.id);
-    if (!UUID.test(id)) return send(res, sesError(404, 'NotFound', 'No such entitlement.'));
-    send(res, await ses.release(v.name, id.toLowerCase(), caller(req)));
-  });
-  // Anything else under the SES path (a doubled slash, an extra segment): the protocol's 404.
-  r.all(/softwareEntitlements/i, (_req, res) => send(res, sesError(404, 'NotFound', 'No such resource.')));
-  r.use(sesBodyErrors);
-  return r;
 }
-
-/** Body parser failures in the protocol's shape: 413 past the cap, 400 for anything unreadable. */
-const sesBodyErrors: ErrorRequestHandler = (err, _req, res, next) => {
-  const type = (err as { type?: string }).type;
-  if (type === 'entity.too.large') return send(res, sesError(413, 'EntitlementDenied', 'The request body is too large.'));
-  if (typeof type === 'string') return send(res, sesError(400, 'EntitlementDenied', 'The request body is not valid JSON.'));
-  next(err);
-};

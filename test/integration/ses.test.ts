@@ -145,10 +145,18 @@ for (const target of databaseTargets) {
         assert.equal(res.body.code, code, path);
         assert.equal(res.body.message.lang, 'en-us');
       }
-      for (const path of [`//softwareEntitlements?api-version=${V1}`, `/softwareEntitlements//?api-version=${V1}`, `/softwareEntitlements/a/b?api-version=${LATEST}`]) {
+      for (const path of [
+        `//softwareEntitlements?api-version=${V1}`,
+        `/softwareEntitlements//?api-version=${V1}`,
+        `/softwareEntitlements/a/b?api-version=${LATEST}`,
+        `/softwareEntitlements/%E0%A4%A?api-version=${LATEST}`,
+        `/v1/softwareEntitlements?api-version=${V1}`,
+      ]) {
         const res = await post(path, { token, applicationId: 'contosoapp' });
-        assert.equal(res.status, 404, path);
+        assert.deepEqual([res.status, res.body.code], [404, 'NotFound'], path);
       }
+      assert.equal((await api().get(`/softwareEntitlements?api-version=${V1}`)).status, 404);
+      assert.equal((await api().delete(`/softwareEntitlements?api-version=${LATEST}`)).status, 404);
     });
 
     it('acquires a durable entitlement, renews it, releases it; renew after release is 409, unknown ids 404', async () => {
