@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.ts';
 import { ADMIN_TOKEN } from '../helpers/service.ts';
+import * as openpgp from 'openpgp';
 import { ENTGATE_BIN, REPO_ROOT, runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
+import { signRequest } from '../../src/leases/signed-request.ts';
 
 const pgTarget = databaseTargets.find((t) => t.name === 'postgres');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -76,6 +78,19 @@ describe('floating leases across three entgate processes on one PostgreSQL', { s
     assert.equal((await call(servers[1]!.url, 'DELETE', `/v1/leases/${granted[0]}`)).status, 204);
     assert.equal((await call(servers[2]!.url, 'POST', '/v1/leases', { pool: 'five', clientId: 'late' })).status, 201);
     assert.equal((await call(servers[0]!.url, 'POST', '/v1/leases', { pool: 'five', clientId: 'later' })).status, 409);
+  });
+
+  it('refuses a signed request replayed to another process', async () => {
+    const [a, b] = servers;
+    const { privateKey, publicKey } = await openpgp.generateKey({ userIDs: [{ name: 'replayed' }], format: 'armored' });
+    assert.equal((await call(a!.url, 'POST', '/admin/v1/pools', { name: 'signed3', seats: 3, requireSignedRequests: true }, true)).status, 201);
+    assert.equal((await call(a!.url, 'POST', '/admin/v1/client-keys', { clientId: 'signer', publicKey }, true)).status, 201);
+    const text = await signRequest({ pool: 'signed3', clientId: 'signer' }, await openpgp.readPrivateKey({ armoredKey: privateKey }));
+    const send = (url: string) => fetch(`${url}/v1/leases`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: text });
+    assert.equal((await send(a!.url)).status, 201);
+    const replay = await send(b!.url);
+    assert.equal(replay.status, 401);
+    assert.equal(((await replay.json()) as { code: string }).code, 'request_replayed');
   });
 
   it("frees a SIGKILLed client's seat right after its lease's TTL, and not before", async () => {
