@@ -232,7 +232,7 @@ export const settings = {
     env: 'ENTGATE_TRUSTED_PROXIES',
     default: '',
     schema: cidrList,
-    doc: 'Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed, for the caller address SES tokens are matched against. Empty: the socket\'s peer address is the caller.',
+    doc: 'Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed, for the client address of SES requests (matched against a token\'s ip) and lease requests (a virtual key\'s allowed networks, the address recorded). Empty: the socket\'s peer address is the client.',
   },
   sesIssuer: {
     env: 'ENTGATE_SES_ISSUER',

@@ -175,11 +175,13 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     : [];
   const ses = new SesService({ verifier, repo: new LeasesRepo(db.knex), events: tokenEvents, logger });
 
+  const trustedProxies = compileCidrs(config.trustedProxies);
   let closing = false;
   const isClosing = () => closing;
   const app = createApp({
     admin,
     leases,
+    trustedProxies,
     mint: { issuer: config.sesIssuer, audience: config.sesAudience, signingKey: mintSigning[0], encryptionKey: mintEncryption[0] },
     adminToken: config.adminToken,
     logger,
@@ -202,7 +204,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   });
   const handleCheck = createRusCheckHandler({ checkService, recordEvent, isClosing });
 
-  const handleSes = createSesHandler({ ses, trustedProxies: compileCidrs(config.trustedProxies), logger, isClosing });
+  const handleSes = createSesHandler({ ses, trustedProxies, logger, isClosing });
   // The two protocols clients hit at their own rate run on plain node:http; everything else on express.
   const handler: RequestListener = (req, res) => {
     const url = req.url ?? '/';

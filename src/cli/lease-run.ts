@@ -61,18 +61,24 @@ export async function leaseRun(o: LeaseRunOptions): Promise<number> {
 
   let child: ReturnType<typeof spawn> | undefined;
   let lostLease = false;
+  let finished = false;
+  let reacquiring: Promise<void> | undefined;
+  const stopCommand = (why: string) => {
+    lostLease = true;
+    say(`${why}; stopping the command`);
+    child?.kill('SIGTERM');
+  };
   const onLost = (err: LeaseRequestError) => {
-    // The seat may already be someone else's: try once to get one back, else stop the command.
-    void client.hold(request, { onLost }).then(
+    // Ended on purpose (an admin released it, its key was revoked): stop, do not take it back.
+    if (err.code !== 'lease_expired') return stopCommand(`lease ended (${err.code})`);
+    // Expired (a long pause, a partition): its seat may be someone else's now; try once to get one.
+    reacquiring = client.hold(request, { onLost }).then(
       (again) => {
+        if (finished) return again.release().catch(() => {});
         held = again;
         say(`lease lost (${err.code}); re-acquired ${again.lease.leaseId}`);
       },
-      (reason: unknown) => {
-        lostLease = true;
-        say(`lease lost (${err.code}) and no seat could be re-acquired (${(reason as LeaseRequestError).code ?? reason}); stopping the command`);
-        child?.kill('SIGTERM');
-      },
+      (reason: unknown) => stopCommand(`lease lost (${err.code}) and no seat could be re-acquired (${(reason as LeaseRequestError).code ?? reason})`),
     );
   };
 
@@ -121,7 +127,9 @@ export async function leaseRun(o: LeaseRunOptions): Promise<number> {
     if (outcome.signal) return bySignal(outcome.signal);
     return outcome.code ?? 1;
   } finally {
+    finished = true;
     for (const [signal, handler] of handlers) process.off(signal, handler);
+    await reacquiring; // a seat re-acquired while the command ended is released with it
     await held?.release().catch((err: Error) => say(`could not release the lease (${err.message}); it expires on its own`));
   }
 }

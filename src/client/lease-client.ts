@@ -135,7 +135,8 @@ export class LeaseClient {
     };
     const schedule = (ms = lease.heartbeatIntervalSeconds * 1000) => {
       if (stopped) return;
-      timer = setTimeout(tick, ms);
+      // Heartbeats alone do not keep a program running: it ends when its own work does.
+      timer = setTimeout(tick, ms).unref();
     };
     schedule();
     return {

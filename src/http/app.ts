@@ -8,11 +8,14 @@ import type { AdminService } from '../admin/service.ts';
 import type { LeaseService } from '../leases/service.ts';
 import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
 import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
+import type { IpRange } from '../domain/ip.ts';
 
 export interface AppDeps {
   admin: AdminService;
   leases: LeaseService;
   mint: MintConfig;
+  /** Proxies whose X-Forwarded-For names the client (leases, SES). */
+  trustedProxies: readonly IpRange[];
   adminToken: string | undefined;
   logger: Logger;
   /** Readiness: the database answers and migrations are applied. */
@@ -40,7 +43,7 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   const requireAdmin = requireAdminToken(deps.adminToken);
-  app.use('/v1', leaseRoutes(deps.leases, requireAdmin));
+  app.use('/v1', leaseRoutes(deps.leases, requireAdmin, deps.trustedProxies));
   app.use(
     '/admin/v1',
     requireAdmin,

@@ -307,15 +307,16 @@ export class LeasesRepo {
   }
 
   /**
-   * Ends a lease. `released` when this call ended it, `already` when it had been released
-   * before, `not_found` when there is no such lease. A lease that had lapsed is marked released too.
+   * Ends a live lease. `released` when this call ended it, `already` when it had ended before
+   * (released, or expired: its expiry is the tidy job's to record), `not_found` when there is
+   * no such lease.
    */
   async release(trx: Knex.Transaction, id: string, reason: string | null, clientAddress: string | null): Promise<'released' | 'already' | 'not_found'> {
     const row = rowsOf<LeaseRow & { pool_name: string }>(
       await trx.raw(
         `update leases l set released_at = clock_timestamp()
            from lease_pools p
-          where l.id = ? and p.id = l.pool_id and l.released_at is null
+          where l.id = ? and p.id = l.pool_id and l.released_at is null and l.expires_at > clock_timestamp()
           returning l.*, p.name as pool_name`,
         [id],
       ),
@@ -425,13 +426,21 @@ export class LeasesRepo {
     return ((await this.knex('client_keys').where({ client_id: clientId }).select('public_key')) as { public_key: string }[]).map((r) => r.public_key);
   }
 
+  async virtualKeyById(id: number) {
+    return this.virtualKeyWhere({ id });
+  }
+
   /** What acquiring by virtual key needs to know of the key. */
-  async virtualKeyForLeases(keyHash: string): Promise<
+  async virtualKeyForLeases(keyHash: string) {
+    return this.virtualKeyWhere({ key_hash: keyHash });
+  }
+
+  private async virtualKeyWhere(where: { id: number } | { key_hash: string }): Promise<
     | { id: number; status: string; notBefore: Date | null; expiresAt: Date | null; allowedCidrs: string[]; maxConcurrentLeases: number | null }
     | undefined
   > {
     const row = (await this.knex('virtual_keys')
-      .where({ key_hash: keyHash })
+      .where(where)
       .first('id', 'status', 'not_before', 'expires_at', 'allowed_cidrs', 'max_concurrent_leases')) as
       | { id: number; status: string; not_before: Date | null; expires_at: Date | null; allowed_cidrs: string[] | null; max_concurrent_leases: number | null }
       | undefined;

@@ -1,6 +1,8 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { AppError } from '../errors.ts';
 import { validate } from '../http/validate.ts';
+import { callerAddress } from '../http/caller.ts';
+import type { IpRange } from '../domain/ip.ts';
 import {
   acquireBody,
   anyPoolName,
@@ -18,12 +20,13 @@ import type { LeaseRequestContext, LeaseResult, LeaseService } from './service.t
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
-function context(req: Request): LeaseRequestContext {
+function context(req: Request, trustedProxies: readonly IpRange[]): LeaseRequestContext {
   const header = req.headers['idempotency-key'];
   if (header !== undefined && (typeof header !== 'string' || !IDEMPOTENCY_KEY.test(header))) {
     throw new AppError(400, 'invalid_idempotency_key', 'Idempotency-Key is 1 to 255 printable ASCII characters without spaces');
   }
-  return { body: req.body, clientAddress: req.socket.remoteAddress ?? null, idempotencyKey: header };
+  const caller = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies);
+  return { body: req.body, clientAddress: caller?.toString() ?? null, idempotencyKey: header };
 }
 
 function send(res: Response, result: LeaseResult): void {
@@ -42,20 +45,25 @@ const poolOf = (req: Request) => validate(anyPoolName, req.params.name, 'pool na
  * requests an OpenPGP clear-signed message (`Content-Type: text/plain`). `GET /v1/pools/:name`
  * needs the admin token (`requireAdmin`).
  */
-export function leaseRoutes(leases: LeaseService, requireAdmin: RequestHandler): Router {
+export function leaseRoutes(leases: LeaseService, requireAdmin: RequestHandler, trustedProxies: readonly IpRange[]): Router {
   const r = Router();
+  // Every answer, refusals included, is about one client's seat: no cache may keep it.
+  r.use((_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
   r.use(express.json({ limit: '64kb' }), express.text({ type: 'text/plain', limit: '64kb' }));
 
   r.post('/leases', async (req, res) => {
-    send(res, await leases.acquire(context(req), (p) => validate(acquireBody, p)));
+    send(res, await leases.acquire(context(req, trustedProxies), (p) => validate(acquireBody, p)));
   });
   r.post('/leases/:id/heartbeat', async (req, res) => {
     const id = idOf(req);
-    send(res, await leases.heartbeat(id, context(req), (p) => validate(heartbeatBody, p)));
+    send(res, await leases.heartbeat(id, context(req, trustedProxies), (p) => validate(heartbeatBody, p)));
   });
   r.delete('/leases/:id', async (req, res) => {
     const id = idOf(req);
-    send(res, await leases.release(id, context(req), (p) => validate(releaseBody, p)));
+    send(res, await leases.release(id, context(req, trustedProxies), (p) => validate(releaseBody, p)));
   });
   r.get('/pools/:name', requireAdmin, async (req, res) => {
     res.json(await leases.describePool(poolOf(req)));

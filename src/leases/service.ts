@@ -98,6 +98,13 @@ export class LeaseService {
     const poolName = virtualKey ? `vk-${virtualKey.id}` : body.pool!;
     const known = await this.repo.getPool(poolName);
     if (!known && !virtualKey) throw new NotFoundError(`pool ${poolName}`);
+    // A virtual key's pool is reached with the key, an SES application's through the SES
+    // protocol with a token: never by name, which would skip what guards them.
+    if (!virtualKey && known && (known.virtualKeyId !== null || isSesPool(known.name))) {
+      throw new AppError(403, 'not_entitled', `pool ${poolName} is not acquired by name`);
+    }
+    const replayed = await this.storedAnswer(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed);
+    if (replayed) return replayed;
     // A virtual key's pool is made on first use, unsigned; a signed request to it is checked all the same.
     await this.authenticate(known ?? ({ name: poolName, requireSignedRequests: false } as Pool), signed, body.clientId);
     const ttlProblem = known ? resolveTtl(body.ttlSeconds, known) : undefined;
@@ -141,7 +148,14 @@ export class LeaseService {
     const body = parse(payload);
     const found = await this.repo.getLease(id);
     if (!found) throw new NotFoundError(`lease ${id}`);
+    const replayed = await this.storedAnswer(ctx, `POST /v1/leases/${id}/heartbeat`, payload, signed);
+    if (replayed) return replayed;
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
+    if (found.pool.virtualKeyId !== null && !(await this.virtualKeyStillHoldsLeases(found.pool.virtualKeyId))) {
+      // The key was revoked, suspended, expired or lost its leases: its leases end at their next heartbeat.
+      await this.knex.transaction((trx) => this.repo.release(trx, id, 'virtual_key_not_entitled', ctx.clientAddress));
+      throw new AppError(410, 'lease_revoked', 'the virtual key no longer holds floating leases; the lease has ended');
+    }
     const ttl = resolveTtl(body.ttlSeconds, found.pool, found.lease.ttlSeconds);
     if ('problem' in ttl) throw new ValidationError(`invalid request body: ${ttl.problem}`);
     return this.write(idempotency(ctx, `POST /v1/leases/${id}/heartbeat`, payload, signed), async (trx) => {
@@ -164,6 +178,8 @@ export class LeaseService {
     const body = parse(payload);
     const found = await this.repo.getLease(id);
     if (!found) throw new NotFoundError(`lease ${id}`);
+    const replayed = await this.storedAnswer(ctx, `DELETE /v1/leases/${id}`, payload, signed);
+    if (replayed) return replayed;
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
     return this.write(idempotency(ctx, `DELETE /v1/leases/${id}`, payload, signed), async (trx) => {
       await this.repo.release(trx, id, null, ctx.clientAddress);
@@ -306,10 +322,40 @@ export class LeaseService {
     }
     const keys = await this.repo.publicKeysOf(clientId);
     await verifySignedRequest(signed, keys, this.options.signedRequestWindowMs, Date.now());
-    const forgetAfter = new Date((signed.payload.ts as number) + this.options.signedRequestWindowMs + 1000);
+    // Kept well past the window: the database's clock, which deletes it, may differ from ours.
+    const forgetAfter = new Date(Math.max(signed.payload.ts as number, Date.now()) + this.options.signedRequestWindowMs + 300_000);
     if (!(await this.repo.rememberSignature(signed.digest, forgetAfter))) {
       throw new AppError(401, 'request_replayed', 'this signed request was already used; sign a new one');
     }
+  }
+
+  /**
+   * A stored answer for a retried write (same Idempotency-Key, same body), looked up before a
+   * signed request's replay check, so a client can resend the very message it signed.
+   */
+  private async storedAnswer(ctx: LeaseRequestContext, scope: string, payload: unknown, signed: SignedRequest | undefined): Promise<LeaseResult | undefined> {
+    const idem = idempotency(ctx, scope, payload, signed);
+    if (!idem) return undefined;
+    const row = (await this.knex('idempotency_keys').where({ scope: idem.scope, key: idem.key }).first()) as
+      | { request_hash: string; status: number; body: unknown }
+      | undefined;
+    if (!row || row.status === 0) return undefined;
+    if (row.request_hash !== idem.requestHash) {
+      throw new AppError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with another request body');
+    }
+    return { status: row.status, ...(row.body !== null && { body: row.body }), headers: { 'Idempotent-Replayed': 'true' } };
+  }
+
+  private async virtualKeyStillHoldsLeases(virtualKeyId: number): Promise<boolean> {
+    const vk = await this.repo.virtualKeyById(virtualKeyId);
+    const now = Date.now();
+    return (
+      vk !== undefined &&
+      vk.status === 'active' &&
+      vk.maxConcurrentLeases !== null &&
+      !(vk.notBefore && now < vk.notBefore.getTime()) &&
+      !(vk.expiresAt && now >= vk.expiresAt.getTime())
+    );
   }
 
   /** Checks a virtual key may hold leases from this address; one answer for every refusal. */
@@ -393,6 +439,9 @@ function idempotency(ctx: LeaseRequestContext, scope: string, payload: unknown, 
     .digest('hex');
   return { scope, key: ctx.idempotencyKey, requestHash };
 }
+
+/** Pools the SES protocol acquires from (`ses-<application>`): their seats are not for /v1 clients. */
+export const isSesPool = (name: string) => name.startsWith('ses-');
 
 function checkPoolLimits(p: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds'>): void {
   if (p.maxTtlSeconds < p.defaultTtlSeconds) {

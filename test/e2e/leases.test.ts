@@ -173,7 +173,7 @@ describe('entgate lease run', () => {
     assert.equal(await inUse(server.url, 'run'), 0);
   });
 
-  it('stops the command and exits 76 when its lease is lost and no seat is free', async () => {
+  it('stops the command and exits 76 when an admin ends its lease, without taking the seat back', async () => {
     await waitFor('a free seat', async () => (await inUse(server.url, 'run')) === 0);
     const run = leaseRun(server.url, ['--pool', 'run', '--client-id', 'victim', '--', process.execPath, '-e', 'setInterval(() => {}, 1000)']);
     children.push(run.child);
@@ -184,8 +184,27 @@ describe('entgate lease run', () => {
     assert.equal(thief.status, 201);
     const result = await run.done;
     assert.equal(result.code, 76, result.stderr);
-    assert.match(result.stderr, /lease lost \(lease_released\) and no seat could be re-acquired/);
+    assert.match(result.stderr, /lease ended \(lease_released\); stopping the command/);
     await call(server.url, 'DELETE', `/v1/leases/${thief.body.leaseId}`);
+  });
+
+  it('after a pause longer than its TTL, re-acquires a free seat and lets the command finish', async () => {
+    await waitFor('a free seat', async () => (await inUse(server.url, 'run')) === 0);
+    const run = leaseRun(server.url, ['--pool', 'run', '--client-id', 'sleeper', '--', 'sh', '-c', 'sleep 7; exit 3']);
+    children.push(run.child);
+    await waitFor('the seat', async () => (await inUse(server.url, 'run')) === 1);
+    const first = (await call(server.url, 'GET', '/v1/pools/run', undefined, true)).body.leases[0].leaseId as string;
+    run.child.kill('SIGSTOP'); // the runner freezes (the command does not): its lease expires
+    await sleep(4000);
+    run.child.kill('SIGCONT');
+    await waitFor('a new lease', async () => {
+      const leases = (await call(server.url, 'GET', '/v1/pools/run', undefined, true)).body.leases as { leaseId: string }[];
+      return leases.length === 1 && leases[0]!.leaseId !== first;
+    });
+    const result = await run.done;
+    assert.equal(result.code, 3, result.stderr);
+    assert.match(result.stderr, /lease lost \(lease_expired\); re-acquired /);
+    assert.equal(await inUse(server.url, 'run'), 0);
   });
 
   it('refuses bad use with one line on stderr and a non-zero exit', async () => {

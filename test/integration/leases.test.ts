@@ -209,6 +209,37 @@ for (const target of databaseTargets) {
       assert.equal((await acquire({ virtualKey: 'cust-43', clientId: 'c' })).status, 403);
     });
 
+    it('keeps the pools of virtual keys and SES applications from being acquired by name', async () => {
+      const ent = await api().post('/admin/v1/entitlements').set(AUTH).send({ server: 'rm.example.com', key: 'real-2' });
+      const vk = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId: ent.body.id, key: 'cust-77', maxConcurrentLeases: 2 });
+      assert.equal((await acquire({ virtualKey: 'cust-77', clientId: 'a' })).status, 201);
+      const byName = await acquire({ pool: `vk-${vk.body.id}`, clientId: 'b' });
+      assert.deepEqual([byName.status, byName.body.code], [403, 'not_entitled']);
+      await createPool({ name: 'ses-someapp', seats: 2 });
+      assert.equal((await acquire({ pool: 'ses-someapp', clientId: 'c' })).status, 403);
+    });
+
+    it("ends a revoked key's leases at their next heartbeat", async () => {
+      const ent = await api().post('/admin/v1/entitlements').set(AUTH).send({ server: 'rm.example.com', key: 'real-3' });
+      const vk = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId: ent.body.id, key: 'cust-88', maxConcurrentLeases: 1 });
+      const lease = (await acquire({ virtualKey: 'cust-88', clientId: 'a' })).body;
+      await api().post(`/v1/leases/${lease.leaseId}/heartbeat`).send({}).expect(200);
+      await api().patch(`/admin/v1/virtual-keys/${vk.body.id}`).set(AUTH).send({ status: 'revoked' }).expect(200);
+      const hb = await api().post(`/v1/leases/${lease.leaseId}/heartbeat`).send({});
+      assert.deepEqual([hb.status, hb.body.code], [410, 'lease_revoked']);
+      assert.equal((await api().get(`/v1/pools/vk-${vk.body.id}`).set(AUTH)).body.inUse, 0);
+      assert.deepEqual(await eventsOf(lease.leaseId), ['acquired', 'renewed', 'released:virtual_key_not_entitled']);
+    });
+
+    it('records a lease released after it expired as expired only', async () => {
+      await createPool({ name: 'late-release', seats: 1, defaultTtlSeconds: 2, heartbeatIntervalSeconds: 1 });
+      const lease = (await acquire({ pool: 'late-release', clientId: 'a', ttlSeconds: 1 })).body;
+      await sleep(Math.max(0, Date.parse(lease.expiresAt) - Date.now()) + 50);
+      await api().delete(`/v1/leases/${lease.leaseId}`).expect(204);
+      await svc.leases.tidyNow();
+      assert.deepEqual(await eventsOf(lease.leaseId), ['acquired', 'expired']);
+    });
+
     describe('signed requests', () => {
       let alice: Awaited<ReturnType<typeof newKeyPair>>;
       let mallory: Awaited<ReturnType<typeof newKeyPair>>;
@@ -238,6 +269,21 @@ for (const target of databaseTargets) {
           .set('Content-Type', 'text/plain')
           .send(await signRequest({ leaseId: ok.body.leaseId }, alice.privateKey));
         assert.equal(release.status, 204);
+      });
+
+      it('replays the stored answer when the same signed message is resent with its Idempotency-Key', async () => {
+        const text = await signRequest({ pool: 'signed', clientId: 'alice' }, alice.privateKey);
+        const first = await signed(text).set('Idempotency-Key', 'signed-1');
+        assert.equal(first.status, 201, JSON.stringify(first.body));
+        const again = await signed(text).set('Idempotency-Key', 'signed-1');
+        assert.deepEqual([again.status, again.body.leaseId, again.headers['idempotent-replayed']], [201, first.body.leaseId, 'true']);
+        const withoutKey = await signed(text);
+        assert.equal(withoutKey.body.code, 'request_replayed');
+        await api()
+          .delete(`/v1/leases/${first.body.leaseId}`)
+          .set('Content-Type', 'text/plain')
+          .send(await signRequest({ leaseId: first.body.leaseId }, alice.privateKey))
+          .expect(204);
       });
 
       it('refuses unsigned, stale, wrongly signed, tampered and unbound requests with 401, granting nothing', async () => {
