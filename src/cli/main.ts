@@ -222,6 +222,23 @@ for (const [action, status, past] of [
 }
 
 vkey
+  .command('leases [key]')
+  .description("set or clear the seats of the floating-lease pool a virtual key defines, given the key itself or --id")
+  .option('--id <id>', 'the virtual key id instead of the key', positiveInt('--id'))
+  .option('--max <n>', 'seats: how many leases the key may hold at once', positiveInt('--max'))
+  .option('--none', 'the key holds no leases (its live leases end at their next heartbeat)')
+  .action(async (key: string | undefined, o: { id?: number; max?: number; none?: boolean }) => {
+    const api = client();
+    if ((key === undefined) === (o.id === undefined)) throw new CliError('give either the virtual key or --id <id>');
+    if ((o.max === undefined) === (o.none === undefined)) throw new CliError('give either --max <n> or --none');
+    const id = o.id ?? (await api.request<VirtualKey>('POST', '/virtual-keys/lookup', { key })).id;
+    const updated = await api.request<VirtualKey>('PATCH', `/virtual-keys/${id}`, { maxConcurrentLeases: o.max ?? null });
+    process.stdout.write(
+      `virtual key ${updated.id} (${updated.hint}): ${updated.maxConcurrentLeases === null ? 'no leases' : `${updated.maxConcurrentLeases} concurrent leases`}\n`,
+    );
+  });
+
+vkey
   .command('import <file>')
   .description(
     'import virtual keys from CSV, all or nothing. Header: key,entitlement_id[,not_before,expires_at,allowed_cidrs,cache_timeout,retry,customer_ref] ' +

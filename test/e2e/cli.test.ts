@@ -45,6 +45,43 @@ describe('entgate CLI against a running server', () => {
     assert.equal((await check('server=rm.example.com;key=cust-0001;remote_ip=192.168.1.20')).status, 404);
   });
 
+  it('manages pools, leases, client keys and a virtual key\'s seats', async () => {
+    const created = await cli('pool', 'create', 'cli-pool', '--seats', '2', '--ttl', '30', '--heartbeat', '5');
+    assert.deepEqual([created.code, created.stdout], [0, 'created pool cli-pool (2 seats)\n'], created.stderr);
+    const lease = await fetch(`${server.url}/v1/leases`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ pool: 'cli-pool', clientId: 'ws-1' }) });
+    const { leaseId } = (await lease.json()) as { leaseId: string };
+    const listed = await cli('pool', 'list');
+    assert.match(listed.stdout, /^name\s+seats\s+inUse.*\ncli-pool\s+2\s+1\s+30\s+3600\s+5\s+false\n/);
+    const leases = await cli('lease', 'list', 'cli-pool', '--json');
+    assert.equal((JSON.parse(leases.stdout) as { leaseId: string }[])[0]!.leaseId, leaseId);
+    assert.equal((await cli('pool', 'delete', 'cli-pool')).code, 1, 'refused while a lease is live');
+    assert.equal((await cli('lease', 'release', leaseId)).code, 0);
+    const events = await cli('lease', 'events', '--lease', leaseId, '--json');
+    assert.deepEqual((JSON.parse(events.stdout) as { type: string }[]).map((e) => e.type), ['released', 'acquired']);
+    const updated = await cli('pool', 'update', 'cli-pool', '--seats', '3', '--signed');
+    assert.equal(updated.code, 0, updated.stderr);
+    assert.match((await cli('pool', 'show', 'cli-pool', '--json')).stdout, /"seats": 3,[\s\S]*"requireSignedRequests": true/);
+    const nothing = await cli('pool', 'update', 'cli-pool');
+    assert.deepEqual([nothing.code, nothing.stderr.split('\n').length], [1, 2]);
+    assert.equal((await cli('pool', 'delete', 'cli-pool')).code, 0);
+
+    const keyFile = join(dir, 'client.asc');
+    const { generateKey } = await import('openpgp');
+    writeFileSync(keyFile, (await generateKey({ userIDs: [{ name: 'cli' }], format: 'armored' })).publicKey);
+    const added = await cli('client-key', 'add', 'ws-1', keyFile);
+    assert.match(added.stdout, /^[0-9a-f]{40,64}\n$/, added.stderr);
+    assert.match((await cli('client-key', 'list', '--client-id', 'ws-1')).stdout, /ws-1\s+[0-9a-f]{40}/);
+    assert.equal((await cli('client-key', 'delete', added.stdout.trim())).code, 0);
+    assert.match((await cli('client-key', 'add', 'ws-1', join(dir, 'missing.asc'))).stderr, /^entgate: cannot read .*missing\.asc: ENOENT\n$/);
+
+    const ent = await cli('entitlement', 'add', '--server', 'rm.example.com', '--key', 'realkey-leases');
+    const vk = await cli('vkey', 'add', '--entitlement', ent.stdout.trim(), '--key', 'cust-seats', '--max-leases', '2', '--json');
+    assert.equal(JSON.parse(vk.stdout).maxConcurrentLeases, 2);
+    assert.match((await cli('vkey', 'leases', 'cust-seats', '--max', '5')).stdout, /: 5 concurrent leases\n$/);
+    assert.match((await cli('vkey', 'leases', 'cust-seats', '--none')).stdout, /: no leases\n$/);
+    assert.equal((await cli('vkey', 'leases', 'cust-seats')).code, 1);
+  });
+
   it('prints JSON records with --json and shows a generated key once', async () => {
     const ent = await cli('entitlement', 'add', '--server', '*', '--key', 'realkey-2', '--json');
     assert.equal(ent.code, 0, ent.stderr);
