@@ -9,12 +9,12 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { compactDecrypt, jwtVerify } from 'jose';
 import { mintToken, SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from '../src/ses/minter.ts';
 import { LatencyHistogram } from './lib/load.ts';
-import { startServer, stopAll, type ServerProcess } from './lib/processes.ts';
+import { startServer, type ServerProcess } from './lib/processes.ts';
+import { runStandalone } from './lib/standalone.ts';
 import { Databases } from './lib/database.ts';
 
 export interface SesBenchResult {
@@ -178,16 +178,4 @@ export async function sesScenarios(seconds: number, adminUrl: string): Promise<S
   }
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const seconds = Number(process.env.BENCH_DURATION ?? 10);
-  sesScenarios(seconds, process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres')
-    .then((r) => {
-      process.stdout.write(`${r.markdown}\n`);
-      process.exitCode = r.valid ? 0 : 2;
-    })
-    .catch(async (err: Error) => {
-      await stopAll();
-      process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
-      process.exitCode = 1;
-    });
-}
+runStandalone(import.meta.url, sesScenarios);

@@ -3,6 +3,7 @@ import * as initial from './20261123000000_initial.ts';
 import * as products from './20261123010000_products.ts';
 import * as leases from './20261123020000_leases.ts';
 import * as tokens from './20261123030000_tokens.ts';
+import * as leaseAcquire from './20261123040000_lease_acquire.ts';
 
 /**
  * The migrations, in order. Listed here rather than discovered on disk so that they load the
@@ -13,6 +14,7 @@ const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261123010000_products', products],
   ['20261123020000_leases', leases],
   ['20261123030000_tokens', tokens],
+  ['20261123040000_lease_acquire', leaseAcquire],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -45,10 +45,18 @@ export interface LeaseEvent {
 
 export interface AcquireRequest {
   clientId: string;
-  ttlSeconds: number;
+  /** Undefined: the pool's default. */
+  ttlSeconds: number | undefined;
   clientAddress: string | null;
   metadata: Record<string, unknown>;
 }
+
+/** Where to acquire: a named pool (created with `create` when missing), or a virtual key's pool. */
+export type AcquireTarget =
+  | { pool: string; create?: PoolInput }
+  | { virtualKeyId: number; seats: number; defaults: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds'> };
+
+export type AcquireOutcome = AcquireResult | { outcome: 'no_pool' } | { outcome: 'ttl_too_long'; pool: Pool };
 
 export type AcquireResult =
   | { outcome: 'acquired' | 'existing'; lease: Lease; pool: Pool }
@@ -117,10 +125,15 @@ const poolColumns = (p: Partial<PoolInput>) => ({
 
 const rowsOf = <T>(result: unknown) => (result as { rows: T[] }).rows;
 
-/** The database's clock, read inside the transaction after its locks are held. */
-async function clock(trx: Knex.Transaction | Knex): Promise<Date> {
-  return rowsOf<{ now: Date }>(await trx.raw('select clock_timestamp() as now'))[0]!.now;
-}
+/** Rows read back through row_to_json carry times as strings. */
+const jsonLease = (r: LeaseRow): LeaseRow => ({
+  ...r,
+  acquired_at: new Date(r.acquired_at),
+  renewed_at: new Date(r.renewed_at),
+  expires_at: new Date(r.expires_at),
+  released_at: r.released_at === null ? null : new Date(r.released_at),
+});
+const jsonPool = (r: PoolRow): PoolRow => ({ ...r, created_at: new Date(r.created_at), updated_at: new Date(r.updated_at) });
 
 /**
  * Pools, leases and lease events in PostgreSQL (or PGlite). Every decision about seats is
@@ -183,127 +196,88 @@ export class LeasesRepo {
     return rows.map((r) => toLease(r, poolName));
   }
 
-  /** Locks a named pool for the rest of the transaction. */
-  async lockPool(trx: Knex.Transaction, name: string): Promise<Pool | undefined> {
-    const row = rowsOf<PoolRow>(await trx.raw('select * from lease_pools where name = ? for update', [name]))[0];
-    return row ? toPool(row) : undefined;
-  }
-
   /**
-   * Locks a pool by name, creating it with `defaults` first when it does not exist (the pools
-   * SES applications acquire from: an admin who creates or updates one sets its limit).
+   * Acquires a seat in one database call (`entgate_lease_acquire`, see its migration): the
+   * client's live lease if it has one (renewed to the TTL), else a new lease if fewer live
+   * leases than seats, else `full` (recorded as a `denied` event). Outside a transaction the
+   * pool's lock is held only while the database works; inside one (an idempotency key), until
+   * it commits.
    */
-  async lockOrCreatePool(trx: Knex.Transaction, name: string, defaults: PoolInput): Promise<Pool> {
-    await trx.raw(
-      `insert into lease_pools (name, seats, default_ttl_seconds, max_ttl_seconds, heartbeat_interval_seconds, require_signed)
-       values (?, ?, ?, ?, ?, ?) on conflict (name) do nothing`,
-      [name, defaults.seats, defaults.defaultTtlSeconds, defaults.maxTtlSeconds, defaults.heartbeatIntervalSeconds, defaults.requireSignedRequests],
-    );
-    return (await this.lockPool(trx, name))!;
-  }
-
-  /**
-   * The pool a virtual key defines, created on first use, its seats set to the key's current
-   * limit; the upsert leaves the row locked for the rest of the transaction.
-   */
-  async lockVirtualKeyPool(trx: Knex.Transaction, virtualKeyId: number, seats: number, defaults: Omit<PoolInput, 'seats'>): Promise<Pool> {
-    const row = rowsOf<PoolRow>(
-      await trx.raw(
-        `insert into lease_pools (name, seats, default_ttl_seconds, max_ttl_seconds, heartbeat_interval_seconds, require_signed, virtual_key_id)
-         values (?, ?, ?, ?, ?, ?, ?)
-         on conflict (virtual_key_id) do update
-           set seats = excluded.seats,
-               updated_at = case when lease_pools.seats = excluded.seats then lease_pools.updated_at else now() end
-         returning *`,
-        [
-          `vk-${virtualKeyId}`,
-          seats,
-          defaults.defaultTtlSeconds,
-          defaults.maxTtlSeconds,
-          defaults.heartbeatIntervalSeconds,
-          defaults.requireSignedRequests,
-          virtualKeyId,
-        ],
-      ),
-    )[0]!;
-    return toPool(row);
-  }
-
-  /**
-   * Acquires a seat in a pool whose row lock `trx` holds: the client's live lease if it has one
-   * (renewed to `ttlSeconds`), else a new lease if fewer live leases than seats, else `full`
-   * (recorded as a `denied` event).
-   */
-  async acquireLocked(trx: Knex.Transaction, pool: Pool, request: AcquireRequest): Promise<AcquireResult> {
-    const now = await clock(trx);
-    const mine = rowsOf<LeaseRow>(
-      await trx.raw(
-        `update leases set renewed_at = ?, expires_at = ?::timestamptz + make_interval(secs => ?), ttl_seconds = ?
-          where id = (select id from leases where pool_id = ? and client_id = ? and released_at is null and expires_at > ? limit 1)
-          returning *`,
-        [now, now, request.ttlSeconds, request.ttlSeconds, pool.id, request.clientId, now],
-      ),
-    )[0];
-    if (mine) {
-      await this.event(trx, 'renewed', pool.name, mine.id, mine.client_id, 'reacquired', request.clientAddress);
-      return { outcome: 'existing', lease: toLease(mine, pool.name), pool };
+  async acquire(db: Knex | Knex.Transaction, target: AcquireTarget, request: AcquireRequest): Promise<AcquireOutcome> {
+    const vk = 'virtualKeyId' in target ? target : undefined;
+    const create = vk ? vk.defaults : 'create' in target && target.create ? target.create : null;
+    const raw = rowsOf<{ r: { outcome: string; lease?: LeaseRow; pool?: PoolRow; inUse?: number; earliest?: string | null; now?: string } }>(
+      await db.raw('select entgate_lease_acquire(?, ?, ?, ?::json, ?, ?, ?::uuid, ?, ?::jsonb) as r', [
+        vk ? '' : (target as { pool: string }).pool,
+        vk?.virtualKeyId ?? null,
+        vk?.seats ?? null,
+        create === null ? null : JSON.stringify(create),
+        request.clientId,
+        request.ttlSeconds ?? null,
+        randomUUID(),
+        request.clientAddress,
+        JSON.stringify(request.metadata),
+      ]),
+    )[0]!.r;
+    if (raw.outcome === 'no_pool') return { outcome: 'no_pool' };
+    const pool = toPool(jsonPool(raw.pool!));
+    switch (raw.outcome) {
+      case 'ttl_too_long':
+        return { outcome: 'ttl_too_long', pool };
+      case 'full':
+        return { outcome: 'full', pool, inUse: raw.inUse!, earliestExpiry: raw.earliest ? new Date(raw.earliest) : null, now: new Date(raw.now!) };
+      default:
+        return { outcome: raw.outcome as 'acquired' | 'existing', lease: toLease(jsonLease(raw.lease!), pool.name), pool };
     }
-    const { in_use: inUse, earliest } = rowsOf<{ in_use: number; earliest: Date | null }>(
-      await trx.raw(
-        `select count(*)::int as in_use, min(expires_at) as earliest
-           from leases where pool_id = ? and released_at is null and expires_at > ?`,
-        [pool.id, now],
-      ),
-    )[0]!;
-    if (inUse >= pool.seats) {
-      await this.event(trx, 'denied', pool.name, null, request.clientId, 'no_seat_available', request.clientAddress);
-      return { outcome: 'full', pool, inUse, earliestExpiry: earliest, now };
-    }
-    const row = rowsOf<LeaseRow>(
-      await trx.raw(
-        `insert into leases (id, pool_id, client_id, acquired_at, renewed_at, expires_at, ttl_seconds, client_address, metadata)
-         values (?, ?, ?, ?, ?, ?::timestamptz + make_interval(secs => ?), ?, ?, ?::jsonb)
-         returning *`,
-        [
-          randomUUID(),
-          pool.id,
-          request.clientId,
-          now,
-          now,
-          now,
-          request.ttlSeconds,
-          request.ttlSeconds,
-          request.clientAddress,
-          JSON.stringify(request.metadata),
-        ],
-      ),
-    )[0]!;
-    await this.event(trx, 'acquired', pool.name, row.id, row.client_id, null, request.clientAddress);
-    return { outcome: 'acquired', lease: toLease(row, pool.name), pool };
   }
 
-  /** A lease with its pool, whatever its state. */
+  /**
+   * A refusal that needs no lock: the pool is full of other clients' leases at this instant.
+   * Undefined when a seat may be free, or when the client holds a lease (it is given back).
+   */
+  async fullWithoutMe(poolId: number, seats: number, clientId: string): Promise<{ inUse: number; earliestExpiry: Date | null; now: Date } | undefined> {
+    const row = rowsOf<{ others: number; mine: boolean; earliest: Date | null; now: Date }>(
+      await this.knex.raw(
+        `select count(*) filter (where client_id <> ?)::int as others, coalesce(bool_or(client_id = ?), false) as mine,
+                min(expires_at) as earliest, clock_timestamp() as now
+           from leases where pool_id = ? and released_at is null and expires_at > clock_timestamp()`,
+        [clientId, clientId, poolId],
+      ),
+    )[0]!;
+    if (row.mine || row.others < seats) return undefined;
+    return { inUse: row.others, earliestExpiry: row.earliest, now: row.now };
+  }
+
+  /** A lease with its pool, whatever its state (one query). */
   async getLease(id: string, trx: Knex | Knex.Transaction = this.knex): Promise<{ lease: Lease; pool: Pool } | undefined> {
-    const row = rowsOf<LeaseRow>(await trx.raw('select * from leases where id = ?', [id]))[0];
-    if (!row) return undefined;
-    const pool = toPool((await trx('lease_pools').where({ id: row.pool_id }).first()) as PoolRow);
-    return { lease: toLease(row, pool.name), pool };
-  }
-
-  /** Extends a live lease to now + ttlSeconds; undefined when it is not live (any more). */
-  async renew(trx: Knex.Transaction, id: string, ttlSeconds: number, clientAddress: string | null): Promise<Lease | undefined> {
-    const row = rowsOf<LeaseRow & { pool_name: string }>(
-      await trx.raw(
-        `update leases l set renewed_at = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => ?), ttl_seconds = ?
-           from lease_pools p
-          where l.id = ? and p.id = l.pool_id and l.released_at is null and l.expires_at > clock_timestamp()
-          returning l.*, p.name as pool_name`,
-        [ttlSeconds, ttlSeconds, id],
-      ),
+    const row = rowsOf<{ lease: LeaseRow; pool: PoolRow }>(
+      await trx.raw('select row_to_json(l) as lease, row_to_json(p) as pool from leases l join lease_pools p on p.id = l.pool_id where l.id = ?', [id]),
     )[0];
     if (!row) return undefined;
-    await this.event(trx, 'renewed', row.pool_name, row.id, row.client_id, null, clientAddress);
-    return toLease(row, row.pool_name);
+    const pool = toPool(jsonPool(row.pool));
+    return { lease: toLease(jsonLease(row.lease), pool.name), pool };
+  }
+
+  /** Extends a live lease to now + ttlSeconds (one statement, with its event); undefined when it is not live (any more). */
+  async renew(db: Knex | Knex.Transaction, id: string, ttlSeconds: number, clientAddress: string | null): Promise<Lease | undefined> {
+    const row = rowsOf<{ lease: LeaseRow & { pool_name: string } }>(
+      await db.raw(
+        `with t as materialized (select clock_timestamp() as now),
+         r as (
+           update leases l set renewed_at = t.now, expires_at = t.now + make_interval(secs => :ttl), ttl_seconds = :ttl
+             from t, lease_pools p
+            where l.id = :id and p.id = l.pool_id and l.released_at is null and l.expires_at > t.now
+            returning l.*, p.name as pool_name
+         ),
+         e as (
+           insert into lease_events (occurred_at, type, pool, lease_id, client_id, reason, client_address)
+           select r.renewed_at, 'renewed', r.pool_name, r.id, r.client_id, null, :address from r
+         )
+         select row_to_json(r) as lease from r`,
+        { ttl: ttlSeconds, id, address: clientAddress },
+      ),
+    )[0];
+    return row ? toLease(jsonLease(row.lease), row.lease.pool_name) : undefined;
   }
 
   /**
@@ -311,21 +285,25 @@ export class LeasesRepo {
    * (released, or expired: its expiry is the tidy job's to record), `not_found` when there is
    * no such lease.
    */
-  async release(trx: Knex.Transaction, id: string, reason: string | null, clientAddress: string | null): Promise<'released' | 'already' | 'not_found'> {
-    const row = rowsOf<LeaseRow & { pool_name: string }>(
+  async release(trx: Knex | Knex.Transaction, id: string, reason: string | null, clientAddress: string | null): Promise<'released' | 'already' | 'not_found'> {
+    // One statement: the update and its event commit together, whether or not `trx` is a transaction.
+    const row = rowsOf<{ released: boolean; found: boolean }>(
       await trx.raw(
-        `update leases l set released_at = clock_timestamp()
-           from lease_pools p
-          where l.id = ? and p.id = l.pool_id and l.released_at is null and l.expires_at > clock_timestamp()
-          returning l.*, p.name as pool_name`,
-        [id],
+        `with r as (
+           update leases l set released_at = clock_timestamp()
+             from lease_pools p
+            where l.id = :id and p.id = l.pool_id and l.released_at is null and l.expires_at > clock_timestamp()
+            returning l.id, l.client_id, l.released_at, p.name as pool_name
+         ), e as (
+           insert into lease_events (occurred_at, type, pool, lease_id, client_id, reason, client_address)
+           select r.released_at, 'released', r.pool_name, r.id, r.client_id, :reason, :address from r
+         )
+         select exists (select 1 from r) as released, exists (select 1 from leases where id = :id) as found`,
+        { id, reason, address: clientAddress },
       ),
-    )[0];
-    if (row) {
-      await this.event(trx, 'released', row.pool_name, row.id, row.client_id, reason, clientAddress);
-      return 'released';
-    }
-    return rowsOf(await trx.raw('select 1 from leases where id = ?', [id])).length > 0 ? 'already' : 'not_found';
+    )[0]!;
+    if (row.released) return 'released';
+    return row.found ? 'already' : 'not_found';
   }
 
   async event(

@@ -109,37 +109,37 @@ export class LeaseService {
     await this.authenticate(known ?? ({ name: poolName, requireSignedRequests: false } as Pool), signed, body.clientId);
     const ttlProblem = known ? resolveTtl(body.ttlSeconds, known) : undefined;
     if (ttlProblem && 'problem' in ttlProblem) throw new ValidationError(`invalid request body: ${ttlProblem.problem}`);
+    if (known) {
+      // Refusing needs no lock: full of other clients' leases now is a correct answer now.
+      // Only a request that may be granted queues on the pool's row lock.
+      const full = await this.repo.fullWithoutMe(known.id, virtualKey?.seats ?? known.seats, body.clientId);
+      if (full) {
+        await this.repo.event(this.knex, 'denied', known.name, null, body.clientId, 'no_seat_available', ctx.clientAddress);
+        return noSeat({ ...known, seats: virtualKey?.seats ?? known.seats }, full);
+      }
+    }
 
     // Keys are scoped to the pool and client, so two clients that pick the same key never meet.
-    return this.write(idempotency(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed), async (trx) => {
-      const pool = virtualKey
-        ? await this.repo.lockVirtualKeyPool(trx, virtualKey.id, virtualKey.seats, this.virtualKeyPoolDefaults())
-        : await this.repo.lockPool(trx, poolName);
-      if (!pool) throw new NotFoundError(`pool ${poolName}`);
-      const ttl = resolveTtl(body.ttlSeconds, pool);
-      if ('problem' in ttl) throw new ValidationError(`invalid request body: ${ttl.problem}`);
-      const result = await this.repo.acquireLocked(trx, pool, {
+    return this.write(idempotency(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed), async (db) => {
+      const target = virtualKey
+        ? { virtualKeyId: virtualKey.id, seats: virtualKey.seats, defaults: this.virtualKeyPoolDefaults() }
+        : { pool: poolName };
+      const result = await this.repo.acquire(db, target, {
         clientId: body.clientId,
-        ttlSeconds: ttl.ttlSeconds,
+        ttlSeconds: body.ttlSeconds,
         clientAddress: ctx.clientAddress,
         metadata: body.metadata ?? {},
       });
-      if (result.outcome === 'full') {
-        const retryAfter = retryAfterSeconds(result.earliestExpiry, result.now);
-        return {
-          status: 409,
-          headers: { 'Retry-After': String(retryAfter) },
-          body: {
-            code: 'no_seat_available',
-            message: `all ${pool.seats} seats of pool ${pool.name} are in use`,
-            pool: pool.name,
-            seats: pool.seats,
-            inUse: result.inUse,
-            retryAfterSeconds: retryAfter,
-          },
-        };
+      switch (result.outcome) {
+        case 'no_pool':
+          throw new NotFoundError(`pool ${poolName}`);
+        case 'ttl_too_long':
+          throw new ValidationError(`invalid request body: ttlSeconds must be a whole number from 1 to ${result.pool.maxTtlSeconds} for this pool`);
+        case 'full':
+          return noSeat(result.pool, result);
+        default:
+          return { status: result.outcome === 'acquired' ? 201 : 200, body: leaseView(result.lease, result.pool) };
       }
-      return { status: result.outcome === 'acquired' ? 201 : 200, body: leaseView(result.lease, result.pool) };
     });
   }
 
@@ -399,7 +399,10 @@ export class LeaseService {
    * is stored with the write and replayed for the same key and body; a concurrent twin waits
    * on the key's row and then replays. Refusals are not stored: the key stays usable.
    */
-  private write(idem: Idempotency | undefined, op: (trx: Knex.Transaction) => Promise<LeaseResult>): Promise<LeaseResult> {
+  private write(idem: Idempotency | undefined, op: (db: Knex | Knex.Transaction) => Promise<LeaseResult>): Promise<LeaseResult> {
+    // Each write is one statement: without a key it needs no transaction of its own (and holds
+    // a pool's lock for no client round trip).
+    if (!idem) return op(this.knex);
     return this.knex.transaction(async (trx) => {
       if (idem) {
         const claimed = rowsOf(
@@ -438,6 +441,23 @@ function idempotency(ctx: LeaseRequestContext, scope: string, payload: unknown, 
     .update(signed ? signed.digest : JSON.stringify(payload))
     .digest('hex');
   return { scope, key: ctx.idempotencyKey, requestHash };
+}
+
+/** 409 with what a refused client needs: seats, in use, and when the earliest lease expires. */
+function noSeat(pool: Pick<Pool, 'name' | 'seats'>, state: { inUse: number; earliestExpiry: Date | null; now: Date }): LeaseResult {
+  const retryAfter = retryAfterSeconds(state.earliestExpiry, state.now);
+  return {
+    status: 409,
+    headers: { 'Retry-After': String(retryAfter) },
+    body: {
+      code: 'no_seat_available',
+      message: `all ${pool.seats} seats of pool ${pool.name} are in use`,
+      pool: pool.name,
+      seats: pool.seats,
+      inUse: state.inUse,
+      retryAfterSeconds: retryAfter,
+    },
+  };
 }
 
 /** Pools the SES protocol acquires from (`ses-<application>`): their seats are not for /v1 clients. */

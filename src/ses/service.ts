@@ -108,25 +108,23 @@ export class SesService {
     }
 
     const ttlSeconds = body.durationSeconds!;
-    const result = await this.knex.transaction(async (trx) => {
-      const pool = await this.deps.repo.lockOrCreatePool(trx, poolOfApplication(body.applicationId), {
-        seats: 1_000_000,
-        defaultTtlSeconds: 300,
-        maxTtlSeconds: MAX_DURATION_SECONDS,
-        heartbeatIntervalSeconds: 100,
-        requireSignedRequests: false,
-      });
-      if (ttlSeconds > pool.maxTtlSeconds) return { outcome: 'too_long' as const, max: pool.maxTtlSeconds };
-      return this.deps.repo.acquireLocked(trx, pool, {
+    const result = await this.deps.repo.acquire(
+      this.knex,
+      {
+        pool: poolOfApplication(body.applicationId),
+        create: { seats: 1_000_000, defaultTtlSeconds: 300, maxTtlSeconds: MAX_DURATION_SECONDS, heartbeatIntervalSeconds: 100, requireSignedRequests: false },
+      },
+      {
         clientId: `${claims.id.slice(0, 80)}#${randomUUID().slice(0, 8)}`,
         ttlSeconds,
         clientAddress: caller?.toString() ?? null,
         metadata: { tokenId: claims.id, applicationId: body.applicationId, ...(claims.vmid !== null && { vmid: claims.vmid }) },
-      });
-    });
-    if (result.outcome === 'too_long') {
-      audit('invalid', `duration over the pool's maximum of ${result.max} s`, claims.id);
-      return sesError(400, 'EntitlementDenied', `The duration is longer than ${result.max} seconds.`);
+      },
+    );
+    if (result.outcome === 'no_pool') throw new Error(`pool ${poolOfApplication(body.applicationId)} vanished while acquiring`);
+    if (result.outcome === 'ttl_too_long') {
+      audit('invalid', `duration over the pool's maximum of ${result.pool.maxTtlSeconds} s`, claims.id);
+      return sesError(400, 'EntitlementDenied', `The duration is longer than ${result.pool.maxTtlSeconds} seconds.`);
     }
     if (result.outcome === 'full') {
       this.deps.logger.info({ tokenId: claims.id, applicationId: body.applicationId, pool: result.pool.name }, 'software entitlement denied: no seat');
