@@ -13,6 +13,8 @@
  *   BENCH_SCALE=0        skip 10,000 vs 1,000,000 keys
  *   BENCH_RSS_KEYS       distinct unknown keys for the memory run (default 1000000; 0 skips it)
  *   BENCH_CRM=0          skip the crm resolver scenarios
+ *   BENCH_LEASES=0       skip the floating-lease scenarios (bench/leases.ts)
+ *   BENCH_SES=0          skip the software entitlement token scenarios (bench/ses.ts)
  *   BENCH_NO_DOC=1       print the results without writing docs/benchmarks.md
  */
 import { randomBytes } from 'node:crypto';
@@ -27,6 +29,8 @@ import { VirtualKeysRepo } from '../src/store/virtual-keys-repo.ts';
 import { Databases, seedEntitlements, seedKeys, type EntitlementSeed } from './lib/database.ts';
 import { combine, describe, drive, type LoadResult, type LoadSpec } from './lib/load.ts';
 import { killAllNow, rssMiB, startServer, stopAll, type ServerProcess } from './lib/processes.ts';
+import { leaseScenarios } from './leases.ts';
+import { sesScenarios } from './ses.ts';
 import {
   renderResults,
   rssVerdict,
@@ -54,6 +58,8 @@ const DURATION = numberEnv('BENCH_DURATION', 10, 1, 120);
 const SCALE = process.env.BENCH_SCALE !== '0';
 const RSS_KEYS = Math.floor(numberEnv('BENCH_RSS_KEYS', 1_000_000, 0, 5_000_000));
 const CRM = process.env.BENCH_CRM !== '0';
+const LEASES = process.env.BENCH_LEASES !== '0';
+const SES = process.env.BENCH_SES !== '0';
 const WRITE_DOC = process.env.BENCH_NO_DOC !== '1';
 const CONNECTIONS = 50;
 const SCALE_CONNECTIONS = 10;
@@ -417,6 +423,8 @@ async function main(): Promise<void> {
   const scale = SCALE ? await scalePhase(entitlementsFor) : undefined;
   if (scale) log(`scaling phase took ${((Date.now() - t) / 1000).toFixed(0)} s`);
   const rss = RSS_KEYS > 0 ? await rssPhase(mainUrl) : undefined;
+  const leases = LEASES ? await leaseScenarios(DURATION, ADMIN_URL) : undefined;
+  const ses = SES ? await sesScenarios(DURATION, ADMIN_URL) : undefined;
 
   const cpu = cpus();
   const results = renderResults(
@@ -438,7 +446,7 @@ async function main(): Promise<void> {
     scale,
     rss,
     notes,
-  );
+  ) + [leases, ses].map((r) => (r ? `\n\n${r.markdown.trimEnd()}` : '')).join('');
   console.log(`\n${results}\n`);
   if (WRITE_DOC) {
     writeResults(fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url)), results);
@@ -449,6 +457,7 @@ async function main(): Promise<void> {
     ...[...rows, ...extra].map((r) => scenarioVerdict(r, baseline.rps, baseline.valid)),
     ...(scale ? [scaleVerdict(scale).verdict] : []),
     ...(rss ? [rssVerdict(rss).verdict] : []),
+    ...[leases, ses].flatMap((r) => (r ? [...r.markdown.matchAll(/\| (PASS|FAIL|INVALID[^|]*) \|$/gm)].map((m) => m[1]!) : [])),
   ];
   const failed = verdicts.filter((v) => v.startsWith('FAIL')).length;
   const invalid = verdicts.filter((v) => v.startsWith('INVALID')).length + (baseline.valid ? 0 : 1);

@@ -4,7 +4,8 @@ import type { Knex } from 'knex';
  * Acquire as one database call. The pool's row is locked first (or upserted, for the pool of a
  * virtual key or an SES application), and every later statement of this VOLATILE function
  * takes a fresh snapshot (READ COMMITTED), so it sees each lease the previous holder of the
- * lock committed. One clock reading serves the count and the new lease's start. Called
+ * lock committed. One clock reading, taken within the counting statement, serves the count
+ * and the new lease's start. Called
  * without an explicit transaction, the lock is held for the function and its commit only:
  * no client round trip ever happens while a pool is locked.
  */
@@ -47,21 +48,26 @@ begin
   if v_ttl > v_pool.max_ttl_seconds then
     return json_build_object('outcome', 'ttl_too_long', 'pool', row_to_json(v_pool));
   end if;
-  v_now := clock_timestamp();
 
-  update leases set renewed_at = v_now, expires_at = v_now + make_interval(secs => v_ttl), ttl_seconds = v_ttl
+  update leases set renewed_at = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => v_ttl), ttl_seconds = v_ttl
    where id = (select id from leases
-                where pool_id = v_pool.id and client_id = p_client and released_at is null and expires_at > v_now
+                where pool_id = v_pool.id and client_id = p_client and released_at is null and expires_at > clock_timestamp()
                 limit 1)
   returning * into v_lease;
   if found then
+    v_now := v_lease.renewed_at;
     insert into lease_events (occurred_at, type, pool, lease_id, client_id, reason, client_address)
     values (v_now, 'renewed', v_pool.name, v_lease.id, p_client, 'reacquired', p_address);
     return json_build_object('outcome', 'existing', 'lease', row_to_json(v_lease), 'pool', row_to_json(v_pool));
   end if;
 
-  select count(*)::integer, min(expires_at) into v_in_use, v_earliest
-    from leases where pool_id = v_pool.id and released_at is null and expires_at > v_now;
+  -- The clock is read inside the counting statement, after its snapshot was taken: a release
+  -- this count does not see committed after that, so it is counted live (never too few), and
+  -- one it does see ended before v_now, where the new lease starts (never an overlap).
+  select t.now, count(l.id)::integer, min(l.expires_at) into v_now, v_in_use, v_earliest
+    from (select clock_timestamp() as now) t
+    left join leases l on l.pool_id = v_pool.id and l.released_at is null and l.expires_at > t.now
+   group by t.now;
   if v_in_use >= v_pool.seats then
     insert into lease_events (occurred_at, type, pool, lease_id, client_id, reason, client_address)
     values (v_now, 'denied', v_pool.name, null, p_client, 'no_seat_available', p_address);
