@@ -228,6 +228,11 @@ export const settings = {
     schema: port,
     doc: 'HTTPS port when TLS_CERT_FILE and TLS_KEY_FILE are set (TLS 1.2 or newer); 0 picks a free port.',
   },
+  metricsPort: {
+    env: 'METRICS_PORT',
+    schema: port.optional(),
+    doc: 'Serve `GET /metrics` (Prometheus text) on this port only, apart from the API; unset: on PORT. Either way, keep it off the public network.',
+  },
   trustedProxies: {
     env: 'ENTGATE_TRUSTED_PROXIES',
     default: '',

@@ -8,7 +8,7 @@ import { openDatabase, migrate, migrationsCurrent, type Database } from './store
 import { loadOrCreateStoredSecret } from './store/instance-secret.ts';
 import { EntitlementsRepo } from './store/entitlements-repo.ts';
 import { VirtualKeysRepo } from './store/virtual-keys-repo.ts';
-import { CheckEventWriter } from './store/check-events.ts';
+import { CheckEventWriter, type CheckEvent } from './store/check-events.ts';
 import { LastUsedRecorder } from './store/last-used.ts';
 import { createKeyHasher } from './domain/virtual-key.ts';
 import { CheckService } from './domain/check-service.ts';
@@ -30,6 +30,7 @@ import { SesService, type TokenEvent } from './ses/service.ts';
 import { TOKEN_EVENTS } from './ses/events.ts';
 import { compileCidrs } from './domain/ip.ts';
 import { ConfigError } from './errors.ts';
+import { Metrics } from './metrics.ts';
 import { createApp } from './http/app.ts';
 import { createRusCheckHandler } from './http/rus-check.ts';
 import { createSesHandler, isSesPath } from './ses/routes.ts';
@@ -41,6 +42,8 @@ export interface RunningService {
   /** The HTTPS server and its `https://host:port`, when TLS_CERT_FILE and TLS_KEY_FILE are set. */
   httpsServer?: Server;
   httpsUrl?: string;
+  /** Where /metrics is served when METRICS_PORT is set. */
+  metricsUrl?: string;
   db: Database;
   cache: KeyCache;
   events: CheckEventWriter;
@@ -95,7 +98,10 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     flushMs: config.auditFlushMs,
     onWritten: (uses) => lastUsed.record(uses),
   });
-  const recordEvent = events.record.bind(events);
+  const recordEvent = (event: CheckEvent) => {
+    events.record(event);
+    metrics.observeCheck(event);
+  };
   const products = new ProductsRepo(db.knex);
   const catalog = new ProductCatalog(products);
   const chain = new ResolverChain({
@@ -173,8 +179,25 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   const mintEncryption = config.sesMintEncryptionKey
     ? await loadKeyRing([config.sesMintEncryptionKey], 'public', 'ENTGATE_SES_MINT_ENCRYPTION_KEY')
     : [];
-  const ses = new SesService({ verifier, repo: new LeasesRepo(db.knex), events: tokenEvents, logger });
+  const ses = new SesService({
+    verifier,
+    repo: new LeasesRepo(db.knex),
+    events: {
+      record: (event: TokenEvent) => {
+        tokenEvents.record(event);
+        metrics.observeToken(event);
+      },
+    },
+    logger,
+  });
 
+  const metrics = new Metrics({
+    keyCache: cache,
+    chain,
+    checkEvents: () => events.getStats(),
+    tokenEvents: () => tokenEvents.getStats(),
+    knex: db.knex,
+  });
   const trustedProxies = compileCidrs(config.trustedProxies);
   let closing = false;
   const isClosing = () => closing;
@@ -182,6 +205,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     admin,
     leases,
     trustedProxies,
+    ...(config.metricsPort === undefined && { metrics }),
     mint: { issuer: config.sesIssuer, audience: config.sesAudience, signingKey: mintSigning[0], encryptionKey: mintEncryption[0] },
     adminToken: config.adminToken,
     logger,
@@ -236,20 +260,40 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     }
   }
   const url = await listen(server, config.port, config.host, 'http');
+  // Metrics on a port of their own when METRICS_PORT is set (else on the API's, through the app).
+  let metricsServer: Server | undefined;
+  let metricsUrl: string | undefined;
+  if (config.metricsPort !== undefined) {
+    metricsServer = createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('only GET /metrics here\n');
+        return;
+      }
+      metrics.render().then(
+        ({ contentType, body }) => res.writeHead(200, { 'Content-Type': contentType }).end(body),
+        (err: Error) => {
+          logger.error({ err: err.message }, 'metrics failed');
+          res.writeHead(503).end();
+        },
+      );
+    });
+    metricsUrl = await listen(metricsServer, config.metricsPort, config.host, 'http');
+  }
   let httpsUrl: string | undefined;
   try {
     if (httpsServer) httpsUrl = await listen(httpsServer, config.httpsPort, config.host, 'https');
   } catch (err) {
     server.close();
+    metricsServer?.close();
     throw err;
   }
-  logger.info({ url, ...(httpsUrl && { httpsUrl }), database: db.kind }, 'entgate listening');
+  logger.info({ url, ...(httpsUrl && { httpsUrl }), ...(metricsUrl && { metricsUrl }), database: db.kind }, 'entgate listening');
 
   let closed: Promise<void> | undefined;
   const close = () =>
     (closed ??= (async () => {
       closing = true;
-      const servers = httpsServer ? [server, httpsServer] : [server];
+      const servers = [server, ...(httpsServer ? [httpsServer] : []), ...(metricsServer ? [metricsServer] : [])];
       const drained = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       for (const s of servers) s.closeIdleConnections();
       const forced = setTimeout(() => {
@@ -267,7 +311,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       logger.info({ events: events.getStats() }, 'entgate stopped');
     })());
 
-  return { server, url, ...(httpsServer && httpsUrl && { httpsServer, httpsUrl }), db, cache, events, chain, bus, leases, close };
+  return { server, url, ...(httpsServer && httpsUrl && { httpsServer, httpsUrl }), ...(metricsUrl && { metricsUrl }), db, cache, events, chain, bus, leases, close };
 }
 
 /** Listens, resolves with the URL a local client can use (a wildcard address becomes loopback). */

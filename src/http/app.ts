@@ -9,11 +9,14 @@ import type { LeaseService } from '../leases/service.ts';
 import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
 import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
 import type { IpRange } from '../domain/ip.ts';
+import type { Metrics } from '../metrics.ts';
 
 export interface AppDeps {
   admin: AdminService;
   leases: LeaseService;
   mint: MintConfig;
+  /** Serves GET /metrics here when given (no METRICS_PORT of its own). */
+  metrics?: Metrics;
   /** Proxies whose X-Forwarded-For names the client (leases, SES). */
   trustedProxies: readonly IpRange[];
   adminToken: string | undefined;
@@ -37,6 +40,13 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', ...deps.stats() });
   });
+  if (deps.metrics) {
+    const metrics = deps.metrics;
+    app.get('/metrics', async (_req, res) => {
+      const { contentType, body } = await metrics.render();
+      res.type(contentType).send(body);
+    });
+  }
   app.get('/readyz', async (_req, res) => {
     const { ok, checks } = deps.isClosing() ? { ok: false, checks: { shuttingDown: true } } : await deps.ready();
     res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', ...checks });
@@ -69,7 +79,7 @@ function requestContext(logger: Logger, isClosing: () => boolean): RequestHandle
     if (isClosing()) res.setHeader('Connection', 'close');
     const started = process.hrtime.bigint();
     res.on('finish', () => {
-      if (req.path === '/healthz' || req.path === '/readyz') return;
+      if (req.path === '/healthz' || req.path === '/readyz' || req.path === '/metrics') return;
       (res.locals.log as Logger).info(
         { method: req.method, path: loggedPath(req.path), status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 },
         'request',

@@ -73,6 +73,10 @@ export class ResolverChain {
     this.now = options.now ?? Date.now;
   }
 
+  get resolvers(): readonly ChainResolver[] {
+    return this.options.resolvers;
+  }
+
   get resolverNames(): string[] {
     return this.options.resolvers.map((r) => r.name);
   }

@@ -2,7 +2,6 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../logger.ts';
 import type { IpAddress } from '../domain/ip.ts';
-import type { EventWriter } from '../store/check-events.ts';
 import type { LeasesRepo } from '../leases/repo.ts';
 import { endedAs } from '../leases/rules.ts';
 import { decideGrant, type TokenVerifier } from './verifier.ts';
@@ -56,7 +55,7 @@ export function poolOfApplication(applicationId: string): string {
 export interface SesServiceDeps {
   verifier: TokenVerifier;
   repo: LeasesRepo;
-  events: EventWriter<TokenEvent>;
+  events: { record(event: TokenEvent): void };
   logger: Logger;
 }
 

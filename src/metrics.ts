@@ -1,0 +1,172 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Knex } from 'knex';
+import type { CheckEvent, CheckEventStats } from './store/check-events.ts';
+import type { TokenEvent } from './ses/service.ts';
+import type { ChainResolver, ChainStats } from './resolvers/chain.ts';
+
+/** What the metrics read at scrape time. */
+export interface MetricSources {
+  keyCache: { hits: number; misses: number; size: number };
+  chain: { getStats(): ChainStats; resolvers: readonly ChainResolver[] };
+  checkEvents: () => CheckEventStats;
+  tokenEvents: () => CheckEventStats;
+  knex: Knex;
+}
+
+const MAX_REASONS = 100;
+const BREAKER = { closed: 0, 'half-open': 1, open: 2 } as const;
+
+/**
+ * Prometheus metrics (prom-client), on a registry of this service's own so that several
+ * services in one process (tests) do not mix. Counters of decisions are incremented as they
+ * happen; everything else (caches, resolvers, queues, the database pool, leases in use) is
+ * read when scraped.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly checks: Counter<'decision' | 'reason'>;
+  private readonly checkSeconds: Histogram<'decision'>;
+  private readonly tokens: Counter<'operation' | 'outcome'>;
+  private readonly reasons = new Set<string>();
+
+  constructor(sources: MetricSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'entgate_' });
+    this.checks = new Counter({
+      name: 'entgate_checks_total',
+      help: 'rUS checks by decision (granted, denied, invalid) and reason',
+      labelNames: ['decision', 'reason'],
+      registers,
+    });
+    this.checkSeconds = new Histogram({
+      name: 'entgate_check_duration_seconds',
+      help: 'Time from request to decision of an rUS check',
+      labelNames: ['decision'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.tokens = new Counter({
+      name: 'entgate_token_requests_total',
+      help: 'Software entitlement (SES) requests by operation and outcome',
+      labelNames: ['operation', 'outcome'],
+      registers,
+    });
+    const fromSource = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    fromSource('entgate_key_cache_hits_total', 'Key cache hits', () => sources.keyCache.hits);
+    fromSource('entgate_key_cache_misses_total', 'Key cache misses', () => sources.keyCache.misses);
+    fromSource('entgate_resolver_calls_total', 'Calls to resolvers (decision cache misses)', () => sources.chain.getStats().resolverCalls);
+    fromSource('entgate_resolver_failures_total', 'Resolver failures (timeouts, errors, invalid answers, open circuits)', () => sources.chain.getStats().failures);
+    fromSource('entgate_resolver_stale_served_total', 'Grants served stale because a resolver failed (stale-if-error)', () => sources.chain.getStats().staleServed);
+    new Gauge({
+      name: 'entgate_key_cache_entries',
+      help: 'Entries in the key cache',
+      registers,
+      collect() {
+        this.set(sources.keyCache.size);
+      },
+    });
+    new Gauge({
+      name: 'entgate_resolver_breaker_state',
+      help: 'Circuit breaker of each HTTP resolver: 0 closed, 1 half-open, 2 open',
+      labelNames: ['resolver'],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of sources.chain.resolvers) {
+          const state = (r as { breaker?: keyof typeof BREAKER }).breaker;
+          if (state !== undefined) this.set({ resolver: r.name }, BREAKER[state]);
+        }
+      },
+    });
+    for (const [which, read] of [
+      ['check', sources.checkEvents],
+      ['token', sources.tokenEvents],
+    ] as const) {
+      new Gauge({
+        name: `entgate_${which}_events_queued`,
+        help: `${which === 'check' ? 'Check' : 'Token'} events waiting to be written`,
+        registers,
+        collect() {
+          this.set(read().queued);
+        },
+      });
+      fromSource(`entgate_${which}_events_dropped_total`, `${which === 'check' ? 'Check' : 'Token'} events dropped (queue full or writes failing)`, () => read().dropped);
+    }
+    new Gauge({
+      name: 'entgate_db_pool_connections',
+      help: 'Database connections of this process by state (used, free, pending acquires)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const pool = (sources.knex.client as { pool?: { numUsed(): number; numFree(): number; numPendingAcquires(): number } }).pool;
+        if (!pool) return;
+        this.set({ state: 'used' }, pool.numUsed());
+        this.set({ state: 'free' }, pool.numFree());
+        this.set({ state: 'pending' }, pool.numPendingAcquires());
+      },
+    });
+    // One query per scrape serves both pool gauges: a scrape collects its metrics together,
+    // so the second gauge finds the first one's query still running and shares it.
+    let pending: Promise<{ pool: string; seats: number; in_use: number }[]> | undefined;
+    const pools = () =>
+      (pending ??= sources.knex
+        .raw(
+          `select pool, sum(seats)::int as seats, sum(in_use)::int as in_use from (
+             select case when p.virtual_key_id is null then p.name else 'virtual-keys' end as pool, p.seats,
+                    (select count(*) from leases l
+                      where l.pool_id = p.id and l.released_at is null and l.expires_at > clock_timestamp()) as in_use
+               from lease_pools p) per_pool
+            group by pool order by pool limit 1000`,
+        )
+        .then((r: { rows: { pool: string; seats: number; in_use: number }[] }) => r.rows)
+        .finally(() => {
+          pending = undefined;
+        }));
+    for (const [name, help, field] of [
+      ['entgate_leases_in_use', 'Live leases per pool (the pools of virtual keys summed as pool="virtual-keys")', 'in_use'],
+      ['entgate_lease_pool_seats', 'Seats per pool (the pools of virtual keys summed as pool="virtual-keys")', 'seats'],
+    ] as const) {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['pool'],
+        registers,
+        async collect() {
+          const rows = await pools();
+          this.reset();
+          for (const r of rows) this.set({ pool: r.pool }, r[field]);
+        },
+      });
+    }
+  }
+
+  /** One rUS check decided (called with each check event). */
+  observeCheck(e: CheckEvent): void {
+    let reason = e.reason ?? 'none';
+    // Plugin resolvers choose their reasons: bound the label's values.
+    if (!this.reasons.has(reason)) {
+      if (this.reasons.size >= MAX_REASONS) reason = 'other';
+      else this.reasons.add(reason);
+    }
+    this.checks.inc({ decision: e.decision, reason });
+    this.checkSeconds.observe({ decision: e.decision }, e.latencyUs / 1e6);
+  }
+
+  observeToken(e: TokenEvent): void {
+    this.tokens.inc({ operation: e.operation, outcome: e.outcome });
+  }
+
+  /** The exposition: Prometheus text format. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
