@@ -1,7 +1,8 @@
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/load.ts';
 import { startService, type RunningService } from '../../src/service.ts';
-import type { TestDatabase } from './databases.ts';
+import { before, after } from 'node:test';
+import { databaseTargets, type DatabaseTarget, type TestDatabase } from './databases.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export const AUTH = { Authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -17,4 +18,26 @@ export async function startTestService(db: TestDatabase, env: Record<string, str
     ...env,
   });
   return startService(config, pino({ level: 'silent' }));
+}
+
+/**
+ * A service for the surrounding `describe`, started before its tests and closed (with its
+ * database dropped) after them: `const fixture = serviceFixture(); ... fixture.svc`.
+ */
+export function serviceFixture(env: Record<string, string> = {}, target: DatabaseTarget = databaseTargets[0]!) {
+  let db: TestDatabase | undefined;
+  let svc: RunningService | undefined;
+  before(async () => {
+    db = await target.create();
+    svc = await startTestService(db, env);
+  });
+  after(async () => {
+    await svc?.close();
+    await db?.drop();
+  });
+  return {
+    get svc(): RunningService {
+      return svc!;
+    },
+  };
 }

@@ -1,9 +1,7 @@
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import request from 'supertest';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.ts';
-import { startTestService, AUTH } from '../helpers/service.ts';
-import type { RunningService } from '../../src/service.ts';
+import { serviceFixture, AUTH } from '../helpers/service.ts';
 
 const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|[Nn][Aa][Nn]|[+-]?[Ii]nf)$/;
 // (Prometheus reads special values ignoring case, as Go's ParseFloat does: prom-client writes "Nan".)
@@ -21,24 +19,14 @@ function parse(text: string): Map<string, number> {
 }
 
 describe('metrics', () => {
-  let db: TestDatabase;
-  let svc: RunningService;
-  const api = () => request(svc.server);
+  const fixture = serviceFixture();
+  const api = () => request(fixture.svc.server);
   const scrape = async () => {
     const res = await api().get('/metrics');
     assert.equal(res.status, 200);
     assert.match(res.headers['content-type'] ?? '', /^text\/plain; version=0\.0\.4/);
     return parse(res.text);
   };
-
-  before(async () => {
-    db = await databaseTargets[0]!.create();
-    svc = await startTestService(db);
-  });
-  after(async () => {
-    await svc?.close();
-    await db?.drop();
-  });
 
   it('parses as Prometheus text and moves when checks, leases and caches do', async () => {
     const before = await scrape();
@@ -70,19 +58,10 @@ describe('metrics', () => {
 });
 
 describe('metrics on a port of their own', () => {
-  let db: TestDatabase;
-  let svc: RunningService;
-
-  before(async () => {
-    db = await databaseTargets[0]!.create();
-    svc = await startTestService(db, { METRICS_PORT: '0' });
-  });
-  after(async () => {
-    await svc?.close();
-    await db?.drop();
-  });
+  const fixture = serviceFixture({ METRICS_PORT: '0' });
 
   it('serves /metrics only there', async () => {
+    const { svc } = fixture;
     assert.match(svc.metricsUrl ?? '', /^http:\/\/127\.0\.0\.1:\d+$/);
     const res = await fetch(`${svc.metricsUrl}/metrics`);
     assert.equal(res.status, 200);
