@@ -293,6 +293,12 @@ export const settings = {
     schema: nonNegativeInt(3_600),
     doc: 'Clock skew allowed when checking a token\'s nbf and exp.',
   },
+  auditRetentionDays: {
+    env: 'ENTGATE_AUDIT_RETENTION_DAYS',
+    default: '90',
+    schema: nonNegativeInt(36_500),
+    doc: 'Check, token and lease events older than this many days are deleted, in small batches, about every 10 minutes. 0 keeps them forever.',
+  },
   shutdownTimeoutMs: {
     env: 'ENTGATE_SHUTDOWN_TIMEOUT_MS',
     default: '8000',

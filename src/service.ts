@@ -31,6 +31,7 @@ import { TOKEN_EVENTS } from './ses/events.ts';
 import { compileCidrs } from './domain/ip.ts';
 import { ConfigError } from './errors.ts';
 import { Metrics } from './metrics.ts';
+import { AuditRepo, startRetention } from './store/audit.ts';
 import { createApp } from './http/app.ts';
 import { createRusCheckHandler } from './http/rus-check.ts';
 import { createSesHandler, isSesPath } from './ses/routes.ts';
@@ -199,10 +200,13 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     knex: db.knex,
   });
   const trustedProxies = compileCidrs(config.trustedProxies);
+  const audit = new AuditRepo(db.knex);
+  const stopRetention = config.auditRetentionDays > 0 ? startRetention(audit, config.auditRetentionDays, 600_000, logger) : async () => {};
   let closing = false;
   const isClosing = () => closing;
   const app = createApp({
     admin,
+    audit,
     leases,
     trustedProxies,
     ...(config.metricsPort === undefined && { metrics }),
@@ -303,6 +307,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       await drained;
       clearTimeout(forced);
       await leases.stop();
+      await stopRetention();
       await tokenEvents.close();
       await events.close();
       await bus.close();

@@ -2,6 +2,7 @@ import { Router, type Request } from 'express';
 import { AppError } from '../errors.ts';
 import { validate } from '../http/validate.ts';
 import type { AdminService } from './service.ts';
+import type { AuditRepo } from '../store/audit.ts';
 import { importError } from './service.ts';
 import { parseImportCsv } from './csv-import.ts';
 import {
@@ -14,6 +15,7 @@ import {
   virtualKeyListQuery,
   virtualKeyLookup,
   virtualKeyPatch,
+  auditQuery,
 } from './schemas.ts';
 
 const idOf = (req: Request) => validate(idParam, req.params.id, 'id');
@@ -23,8 +25,27 @@ const idOf = (req: Request) => validate(idParam, req.params.id, 'id');
  * errors are `{code, message}` with a stable code. Virtual keys are addressed by id; a key
  * itself only ever travels in a request body.
  */
-export function adminRoutes(admin: AdminService): Router {
+export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
   const r = Router();
+
+  // The check's audit trail, newest first; `cursor` is the previous page's nextCursor. With
+  // `after`, oldest first from that id on (for following and exporting).
+  r.get('/audit', async (req, res) => {
+    const q = validate(auditQuery, req.query, 'query');
+    if (q.cursor !== undefined && q.after !== undefined) throw new AppError(400, 'invalid_request', 'give cursor or after, not both');
+    const items = await audit.list({
+      limit: q.limit,
+      ...(q.cursor !== undefined && { before: q.cursor }),
+      ...(q.after !== undefined && { after: q.after }),
+      ...(q.keyHint !== undefined && { keyHint: q.keyHint }),
+      ...(q.server !== undefined && { server: q.server }),
+      ...(q.decision !== undefined && { decision: q.decision }),
+      ...(q.since !== undefined && { since: q.since }),
+      ...(q.until !== undefined && { until: q.until }),
+    });
+    const last = items[items.length - 1];
+    res.json({ items, nextCursor: items.length === q.limit && last ? last.id : null });
+  });
 
   r.post('/entitlements', async (req, res) => {
     res.status(201).json(await admin.createEntitlement(validate(entitlementCreate, req.body)));

@@ -100,6 +100,17 @@ export const virtualKeyListQuery = z.strictObject({
 
 export const idParam = id;
 
+export const auditQuery = z.strictObject({
+  cursor: id.optional(),
+  after: wholeNumber.pipe(z.number().int().min(0)).optional(),
+  keyHint: z.string().min(1).max(16).optional(),
+  server: z.string().min(1).max(255).optional(),
+  decision: z.enum(['granted', 'denied', 'invalid']).optional(),
+  since: isoTime.optional(),
+  until: isoTime.optional(),
+  limit: wholeNumber.pipe(z.number().int().min(1).max(1000)).default(100),
+});
+
 /** A CRM product code: what the CRM returns, so anything printable up to 128 characters. */
 export const productCode = z
   .string()

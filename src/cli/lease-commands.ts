@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { AdminClient } from './api-client.ts';
-import { leaseRun } from './lease-run.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
 type Row = Record<string, unknown>;
@@ -162,6 +161,7 @@ export function addLeaseCommands(program: Command, client: () => AdminClient, ba
     .argument('<command...>', 'the command and its arguments, after --')
     .passThroughOptions()
     .action(async (command: string[], o: { pool?: string; virtualKeyEnv?: string; clientId?: string; ttl?: number; wait?: number; signKey?: string }) => {
+      const { leaseRun } = await import('./lease-run.ts'); // openpgp and the lease client, only for this command
       const code = await leaseRun({
         baseUrl: baseUrl(),
         command,

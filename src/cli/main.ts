@@ -2,13 +2,11 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { settings } from '../../config/settings.ts';
 import { loadConfig } from '../config/load.ts';
-import { createLogger } from '../logger.ts';
-import { startService } from '../service.ts';
-import { openDatabase, migrate } from '../store/db.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import { AdminClient } from './api-client.ts';
 import { addLeaseCommands } from './lease-commands.ts';
 import { addTokenCommands } from './token-commands.ts';
+import { addAuditCommands } from './audit-commands.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
 const program = new Command('entgate')
@@ -43,6 +41,8 @@ program
   .description('run the server (what npm start runs); configured by environment variables, see .env.example')
   .action(async () => {
     const config = loadConfig();
+    // The server's modules are loaded by the commands that run it: the admin commands start fast.
+    const [{ createLogger }, { startService }] = await Promise.all([import('../logger.ts'), import('../service.ts')]);
     const logger = createLogger(config.logLevel);
     const service = await startService(config, logger);
     let stopping = false;
@@ -72,6 +72,7 @@ program
   .description('apply pending database migrations (the embedded database only while the server is stopped)')
   .action(async () => {
     const config = loadConfig();
+    const { openDatabase, migrate } = await import('../store/db.ts');
     const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 2 });
     try {
       const applied = await migrate(db);
@@ -291,6 +292,7 @@ product
 
 addLeaseCommands(program, client, baseUrl, { positiveInt });
 addTokenCommands(program);
+addAuditCommands(program, client, positiveInt);
 
 try {
   await program.parseAsync(process.argv);

@@ -3,11 +3,11 @@ import { networkInterfaces } from 'node:os';
 import type { Command } from 'commander';
 import { parseIp } from '../domain/ip.ts';
 import { ConfigError } from '../errors.ts';
-import { createDevCertificates, createTokenKeys } from '../ses/certs.ts';
-import { loadKeyRing } from '../ses/keys.ts';
-import { mintToken, SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from '../ses/minter.ts';
-import { decideGrant, TokenVerifier } from '../ses/verifier.ts';
+import { SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from '../ses/defaults.ts';
 import { CliError } from './output.ts';
+
+// The crypto (jose, node-forge) is loaded by the commands that use it, so the rest of the CLI starts fast.
+const crypto = () => Promise.all([import('../ses/certs.ts'), import('../ses/keys.ts'), import('../ses/minter.ts'), import('../ses/verifier.ts')]);
 
 /** `entgate token verify` exits with this when the token does not entitle (0 when it does). */
 export const EXIT_DENIED = 3;
@@ -36,6 +36,7 @@ function machineAddresses(): string[] {
 }
 
 async function ring(files: string[], kind: 'public' | 'private', flag: string) {
+  const { loadKeyRing } = await import('../ses/keys.ts');
   try {
     return await loadKeyRing(files, kind, flag);
   } catch (err) {
@@ -92,6 +93,7 @@ export function addTokenCommands(program: Command): void {
       if (notAfter <= notBefore) throw new CliError('--not-after must be later than --not-before');
       const signingKey = o.sign ? (await ring([o.sign], 'private', '--sign'))[0] : undefined;
       const encryptionKey = o.encrypt ? (await ring([o.encrypt], 'public', '--encrypt'))[0] : undefined;
+      const [, , { mintToken }] = await crypto();
       const minted = await mintToken({
         applications: o.applicationId,
         addresses,
@@ -131,6 +133,7 @@ export function addTokenCommands(program: Command): void {
       const text = readToken(given, o.tokenFile);
       const caller = parseIp(o.address);
       if (!caller) throw new CliError(`--address: '${o.address}' is not an IP address`);
+      const [, , , { decideGrant, TokenVerifier }] = await crypto();
       const decryptionKeys = await ring(o.decryptionKey ?? [], 'private', '--decryption-key');
       const verifier = new TokenVerifier({
         issuer: o.issuer,
@@ -166,7 +169,8 @@ export function addTokenCommands(program: Command): void {
     .description('key pairs for signing and encrypting tokens')
     .command('generate <dir>')
     .description('write a signing and an encryption key pair, each with a self-signed certificate')
-    .action((dir: string) => {
+    .action(async (dir: string) => {
+      const [{ createTokenKeys }] = await crypto();
       const f = createTokenKeys(dir);
       process.stdout.write(
         `token signing:    ${f.signingKey} (token generate --sign), ${f.signingCert} (ENTGATE_SES_SIGNING_KEYS)\n` +
@@ -177,7 +181,8 @@ export function addTokenCommands(program: Command): void {
   program
     .command('dev-certs <dir>')
     .description('write a local root CA, an intermediate and a server certificate for localhost/127.0.0.1, for HTTPS tests')
-    .action((dir: string) => {
+    .action(async (dir: string) => {
+      const [{ createDevCertificates }] = await crypto();
       const c = createDevCertificates(dir);
       process.stdout.write(
         `TLS_CERT_FILE=${c.chainFile}\nTLS_KEY_FILE=${c.keyFile}\n` +

@@ -10,9 +10,11 @@ import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
 import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
 import type { IpRange } from '../domain/ip.ts';
 import type { Metrics } from '../metrics.ts';
+import type { AuditRepo } from '../store/audit.ts';
 
 export interface AppDeps {
   admin: AdminService;
+  audit: AuditRepo;
   leases: LeaseService;
   mint: MintConfig;
   /** Serves GET /metrics here when given (no METRICS_PORT of its own). */
@@ -59,7 +61,7 @@ export function createApp(deps: AppDeps): express.Express {
     requireAdmin,
     express.json({ limit: '1mb' }),
     express.text({ type: 'text/csv', limit: '32mb' }),
-    adminRoutes(deps.admin),
+    adminRoutes(deps.admin, deps.audit),
     leaseAdminRoutes(deps.leases),
     mintRoutes(deps.mint),
   );

@@ -2,8 +2,7 @@ import { randomUUID, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, SignJWT, UnsecuredJWT, type JWTPayload } from 'jose';
 import type { RingKey } from './keys.ts';
 
-export const SDK_DEFAULT_ISSUER = 'https://batch.azure.test/software-entitlement';
-export const SDK_DEFAULT_AUDIENCE = 'https://batch.azure.test/software-entitlement';
+export { SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from './defaults.ts';
 
 export interface MintRequest {
   applications: string[];

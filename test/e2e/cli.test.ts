@@ -4,7 +4,8 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/databases.ts';
 import { ADMIN_TOKEN } from '../helpers/service.ts';
-import { runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
+import { spawn } from 'node:child_process';
+import { ENTGATE_BIN, REPO_ROOT, runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
 
 /** The `entgate` CLI as an admin uses it, against `entgate serve` running as a real process. */
 describe('entgate CLI against a running server', () => {
@@ -80,6 +81,41 @@ describe('entgate CLI against a running server', () => {
     assert.match((await cli('vkey', 'leases', 'cust-seats', '--max', '5')).stdout, /: 5 concurrent leases\n$/);
     assert.match((await cli('vkey', 'leases', 'cust-seats', '--none')).stdout, /: no leases\n$/);
     assert.equal((await cli('vkey', 'leases', 'cust-seats')).code, 1);
+  });
+
+  it('shows the audit trail, exports it as NDJSON, and follows new events', async () => {
+    const ent = await cli('entitlement', 'add', '--server', 'audit.example.com', '--key', 'realkey-audit');
+    await cli('vkey', 'add', '--entitlement', ent.stdout.trim(), '--key', 'cust-audit-0001');
+    await check('server=audit.example.com;key=cust-audit-0001');
+    await check('server=audit.example.com;key=nobody-at-all');
+    let table = '';
+    for (let i = 0; i < 50 && !table.includes('unknown_key'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      table = (await cli('audit', '--server', 'audit.example.com')).stdout;
+    }
+    assert.match(table, /^id\s+occurredAt\s+decision\s+reason\s+server\s+keyHint/);
+    assert.match(table, /denied\s+unknown_key\s+audit\.example\.com\s+nobo…/);
+    assert.match(table, /granted\s+-\s+audit\.example\.com\s+cust…/);
+    const exported = await cli('audit', 'export', '--server', 'audit.example.com');
+    const lines = exported.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: number; decision: string });
+    assert.deepEqual(lines.map((l) => l.decision), ['granted', 'denied'], 'oldest first');
+
+    const follow = spawn(process.execPath, [ENTGATE_BIN, 'audit', '--follow', '--json', '--server', 'audit.example.com', '--limit', '1'], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', ...env },
+    });
+    let out = '';
+    let err = '';
+    follow.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    follow.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    for (let i = 0; i < 200 && !out.includes('"keyHint":"nobo'); i++) await new Promise((r) => setTimeout(r, 50)); // it has started
+    await check('server=audit.example.com;key=late-arrival-0001');
+    for (let i = 0; i < 100 && !out.includes('"keyHint":"late'); i++) await new Promise((r) => setTimeout(r, 50));
+    follow.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => follow.once('exit', (c) => r(c)));
+    assert.equal(code, 0);
+    const followed = out.trim().split('\n').map((l) => JSON.parse(l) as { keyHint: string });
+    assert.deepEqual(followed.map((e) => e.keyHint), ['nobo…', 'late…'], err);
   });
 
   it('prints JSON records with --json and shows a generated key once', async () => {
