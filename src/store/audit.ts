@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../logger.ts';
+import type { CheckEvent } from './check-events.ts';
 
 export interface AuditQuery {
   /** Events with an id below this (the previous page's nextCursor): newest first. */
@@ -14,25 +15,13 @@ export interface AuditQuery {
   limit: number;
 }
 
-export interface AuditEvent {
-  id: number;
-  occurredAt: Date;
-  decision: string;
-  reason: string | null;
-  server: string | null;
-  class: string | null;
-  keyHint: string | null;
-  virtualKeyId: number | null;
-  remoteIp: string | null;
-  callerIp: string | null;
-  resolver: string | null;
-  latencyUs: number;
-}
+/** A check event as stored: with its id. */
+export type AuditEvent = CheckEvent & { id: number };
 
 interface Row {
   id: number;
   occurred_at: Date;
-  decision: string;
+  decision: CheckEvent['decision'];
   reason: string | null;
   server: string | null;
   class: string | null;
