@@ -47,6 +47,7 @@ describe('loadConfig', () => {
         leaseTidySeconds: 5,
         leaseRetentionHours: 24,
         signedRequestWindowSeconds: 30,
+        auditRetentionDays: 90,
         httpsPort: 8443,
         trustedProxies: [],
         sesIssuer: 'https://batch.azure.test/software-entitlement',
