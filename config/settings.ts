@@ -228,6 +228,18 @@ export const settings = {
     schema: port,
     doc: 'HTTPS port when TLS_CERT_FILE and TLS_KEY_FILE are set (TLS 1.2 or newer); 0 picks a free port.',
   },
+  checkAllowedCallers: {
+    env: 'ENTGATE_CHECK_ALLOWED_CALLERS',
+    default: '127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7',
+    schema: cidrList,
+    doc: 'Comma-separated addresses or CIDRs of the rUS hosts that may call the check (`/`, `/rus/check`); others get 403 and are recorded as `caller_not_allowed`. The default is loopback and private ranges; `0.0.0.0/0,::/0` opens it to all (warned at every start). Behind a proxy, list it in ENTGATE_TRUSTED_PROXIES.',
+  },
+  maxConcurrentRequests: {
+    env: 'ENTGATE_MAX_CONCURRENT_REQUESTS',
+    default: '2000',
+    schema: positiveInt(1_000_000),
+    doc: 'Requests one process handles at once; past it new requests get a fast 503 (`Retry-After: 1`) instead of queueing without bound.',
+  },
   metricsPort: {
     env: 'METRICS_PORT',
     schema: port.optional(),

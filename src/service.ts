@@ -230,11 +230,35 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       }
     },
   });
-  const handleCheck = createRusCheckHandler({ checkService, recordEvent, isClosing });
+  const allowedCallers = compileCidrs(config.checkAllowedCallers);
+  if (config.checkAllowedCallers.some((c) => c === '0.0.0.0/0' || c === '::/0')) {
+    logger.warn(
+      { allowedCallers: config.checkAllowedCallers },
+      'ENTGATE_CHECK_ALLOWED_CALLERS lets any address ask for entitlement checks: real keys go to whoever guesses a virtual key. List your rUS hosts instead.',
+    );
+  }
+  const handleCheck = createRusCheckHandler({ checkService, recordEvent, isClosing, allowedCallers, trustedProxies });
 
   const handleSes = createSesHandler({ ses, trustedProxies, logger, isClosing });
   // The two protocols clients hit at their own rate run on plain node:http; everything else on express.
+  let inFlight = 0;
   const handler: RequestListener = (req, res) => {
+    // Shed load rather than queue without bound: a fast 503 past the cap.
+    if (inFlight >= config.maxConcurrentRequests) {
+      res.writeHead(503, { 'Retry-After': '1', 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
+      res.end('busy: try again\n');
+      return;
+    }
+    inFlight++;
+    let counted = true;
+    const done = () => {
+      if (counted) {
+        counted = false;
+        inFlight--;
+      }
+    };
+    res.once('finish', done);
+    res.once('close', done);
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);

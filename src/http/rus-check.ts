@@ -2,12 +2,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CheckService } from '../domain/check-service.ts';
 import type { CheckEvent } from '../store/check-events.ts';
 import { parseCheckQuery } from './rus-query.ts';
+import { callerAddress } from './caller.ts';
+import { ipInRanges, type IpRange } from '../domain/ip.ts';
 
 export interface RusCheckHandlerDeps {
   checkService: CheckService;
   recordEvent: (event: CheckEvent) => void;
   /** True while the server drains for shutdown: answers then ask clients to reconnect. */
   isClosing: () => boolean;
+  /** Who may ask (the rUS hosts); empty: anyone. */
+  allowedCallers: readonly IpRange[];
+  trustedProxies: readonly IpRange[];
 }
 
 /**
@@ -27,7 +32,27 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
       res.end('method not allowed: the check is GET\n');
       return;
     }
-    const callerIp = callerAddress(req);
+    const caller = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], deps.trustedProxies);
+    const callerIp = caller?.toString() ?? null;
+    if (deps.allowedCallers.length > 0 && (!caller || !ipInRanges(caller, deps.allowedCallers))) {
+      // Not one of the rUS hosts: refused before anything is looked up, and recorded.
+      deps.recordEvent({
+        occurredAt: new Date(),
+        server: null,
+        class: null,
+        keyHint: null,
+        virtualKeyId: null,
+        remoteIp: null,
+        callerIp,
+        decision: 'invalid',
+        reason: 'caller_not_allowed',
+        resolver: null,
+        latencyUs: Number((process.hrtime.bigint() - startedNs) / 1000n),
+      });
+      res.writeHead(403, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end('this address may not ask for entitlement checks\n');
+      return;
+    }
     const parsed = parseCheckQuery(query);
     if (!parsed.ok) {
       deps.recordEvent({
@@ -66,9 +91,3 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
   };
 }
 
-/** The peer's address, an IPv4-mapped IPv6 address (dual-stack sockets) written as IPv4. */
-function callerAddress(req: IncomingMessage): string | null {
-  const address = req.socket.remoteAddress;
-  if (address === undefined) return null;
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}

@@ -48,6 +48,8 @@ describe('loadConfig', () => {
         leaseRetentionHours: 24,
         signedRequestWindowSeconds: 30,
         auditRetentionDays: 90,
+        checkAllowedCallers: ['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
+        maxConcurrentRequests: 2000,
         httpsPort: 8443,
         trustedProxies: [],
         sesIssuer: 'https://batch.azure.test/software-entitlement',
