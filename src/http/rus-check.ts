@@ -34,8 +34,8 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
     }
     const caller = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], deps.trustedProxies);
     const callerIp = caller?.toString() ?? null;
-    if (deps.allowedCallers.length > 0 && (!caller || !ipInRanges(caller, deps.allowedCallers))) {
-      // Not one of the rUS hosts: refused before anything is looked up, and recorded.
+    /** A request refused before any lookup: recorded as `invalid` with its reason, then answered. */
+    const refuse = (status: 400 | 403, reason: string, body: string) => {
       deps.recordEvent({
         occurredAt: new Date(),
         server: null,
@@ -45,33 +45,19 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
         remoteIp: null,
         callerIp,
         decision: 'invalid',
-        reason: 'caller_not_allowed',
+        reason,
         resolver: null,
         latencyUs: Number((process.hrtime.bigint() - startedNs) / 1000n),
       });
-      res.writeHead(403, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end('this address may not ask for entitlement checks\n');
-      return;
+      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end(body);
+    };
+    // Not one of the rUS hosts: refused before anything is looked up.
+    if (deps.allowedCallers.length > 0 && (!caller || !ipInRanges(caller, deps.allowedCallers))) {
+      return refuse(403, 'caller_not_allowed', 'this address may not ask for entitlement checks\n');
     }
     const parsed = parseCheckQuery(query);
-    if (!parsed.ok) {
-      deps.recordEvent({
-        occurredAt: new Date(),
-        server: null,
-        class: null,
-        keyHint: null,
-        virtualKeyId: null,
-        remoteIp: null,
-        callerIp,
-        decision: 'invalid',
-        reason: parsed.reason,
-        resolver: null,
-        latencyUs: Number((process.hrtime.bigint() - startedNs) / 1000n),
-      });
-      res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end(`${parsed.reason}\n`);
-      return;
-    }
+    if (!parsed.ok) return refuse(400, parsed.reason, `${parsed.reason}\n`);
     deps.checkService.check(parsed.request, callerIp, startedNs).then(
       (answer) => {
         if (answer.status === 200) {
