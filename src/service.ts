@@ -143,6 +143,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
 
   const leases = new LeaseService(
     new LeasesRepo(db.knex),
+    virtualKeys,
     hashKey,
     {
       defaultTtlSeconds: config.leaseDefaultTtlSeconds,
@@ -250,15 +251,8 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       return;
     }
     inFlight++;
-    let counted = true;
-    const done = () => {
-      if (counted) {
-        counted = false;
-        inFlight--;
-      }
-    };
-    res.once('finish', done);
-    res.once('close', done);
+    // 'close' follows every response, finished or cut off, exactly once.
+    res.once('close', () => inFlight--);
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);

@@ -34,30 +34,12 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
     }
     const caller = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], deps.trustedProxies);
     const callerIp = caller?.toString() ?? null;
-    /** A request refused before any lookup: recorded as `invalid` with its reason, then answered. */
-    const refuse = (status: 400 | 403, reason: string, body: string) => {
-      deps.recordEvent({
-        occurredAt: new Date(),
-        server: null,
-        class: null,
-        keyHint: null,
-        virtualKeyId: null,
-        remoteIp: null,
-        callerIp,
-        decision: 'invalid',
-        reason,
-        resolver: null,
-        latencyUs: Number((process.hrtime.bigint() - startedNs) / 1000n),
-      });
-      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end(body);
-    };
     // Not one of the rUS hosts: refused before anything is looked up.
     if (deps.allowedCallers.length > 0 && (!caller || !ipInRanges(caller, deps.allowedCallers))) {
-      return refuse(403, 'caller_not_allowed', 'this address may not ask for entitlement checks\n');
+      return refuse(deps, res, startedNs, callerIp, 403, 'caller_not_allowed', 'this address may not ask for entitlement checks\n');
     }
     const parsed = parseCheckQuery(query);
-    if (!parsed.ok) return refuse(400, parsed.reason, `${parsed.reason}\n`);
+    if (!parsed.ok) return refuse(deps, res, startedNs, callerIp, 400, parsed.reason, `${parsed.reason}\n`);
     deps.checkService.check(parsed.request, callerIp, startedNs).then(
       (answer) => {
         if (answer.status === 200) {
@@ -77,3 +59,29 @@ export function createRusCheckHandler(deps: RusCheckHandlerDeps) {
   };
 }
 
+/** A request refused before any lookup: recorded as `invalid` with its reason, then answered. */
+function refuse(
+  deps: RusCheckHandlerDeps,
+  res: ServerResponse,
+  startedNs: bigint,
+  callerIp: string | null,
+  status: 400 | 403,
+  reason: string,
+  body: string,
+): void {
+  deps.recordEvent({
+    occurredAt: new Date(),
+    server: null,
+    class: null,
+    keyHint: null,
+    virtualKeyId: null,
+    remoteIp: null,
+    callerIp,
+    decision: 'invalid',
+    reason,
+    resolver: null,
+    latencyUs: Number((process.hrtime.bigint() - startedNs) / 1000n),
+  });
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' });
+  res.end(body);
+}

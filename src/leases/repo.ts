@@ -404,35 +404,6 @@ export class LeasesRepo {
     return ((await this.knex('client_keys').where({ client_id: clientId }).select('public_key')) as { public_key: string }[]).map((r) => r.public_key);
   }
 
-  async virtualKeyById(id: number) {
-    return this.virtualKeyWhere({ id });
-  }
-
-  /** What acquiring by virtual key needs to know of the key. */
-  async virtualKeyForLeases(keyHash: string) {
-    return this.virtualKeyWhere({ key_hash: keyHash });
-  }
-
-  private async virtualKeyWhere(where: { id: number } | { key_hash: string }): Promise<
-    | { id: number; status: string; notBefore: Date | null; expiresAt: Date | null; allowedCidrs: string[]; maxConcurrentLeases: number | null }
-    | undefined
-  > {
-    const row = (await this.knex('virtual_keys')
-      .where(where)
-      .first('id', 'status', 'not_before', 'expires_at', 'allowed_cidrs', 'max_concurrent_leases')) as
-      | { id: number; status: string; not_before: Date | null; expires_at: Date | null; allowed_cidrs: string[] | null; max_concurrent_leases: number | null }
-      | undefined;
-    if (!row) return undefined;
-    return {
-      id: row.id,
-      status: row.status,
-      notBefore: row.not_before,
-      expiresAt: row.expires_at,
-      allowedCidrs: row.allowed_cidrs ?? [],
-      maxConcurrentLeases: row.max_concurrent_leases,
-    };
-  }
-
   /** Remembers a signed request's digest until `forgetAfter`; false when it was already there (a replay). */
   async rememberSignature(digest: string, forgetAfter: Date): Promise<boolean> {
     const rows = rowsOf(

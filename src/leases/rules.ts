@@ -16,16 +16,14 @@ export interface LeaseTimes {
   releasedAt: Date | null;
 }
 
-/** Live: not released and not yet expired. A lease is dead at the very instant `expiresAt`. */
-export function isLive(lease: LeaseTimes, now: Date): boolean {
-  return lease.releasedAt === null && now.getTime() < lease.expiresAt.getTime();
-}
-
 /** Why a lease is not live, for a 410: released wins over expired (the client ended it). */
 export function endedAs(lease: LeaseTimes, now: Date): 'released' | 'expired' | null {
   if (lease.releasedAt !== null) return 'released';
   return now.getTime() >= lease.expiresAt.getTime() ? 'expired' : null;
 }
+
+/** Live: not released and not yet expired. A lease is dead at the very instant `expiresAt`. */
+export const isLive = (lease: LeaseTimes, now: Date): boolean => endedAs(lease, now) === null;
 
 /**
  * The TTL a request gets: the one asked for (whole seconds from 1 to the pool's maximum), or,

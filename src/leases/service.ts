@@ -3,6 +3,8 @@ import type { Knex } from 'knex';
 import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { KeyHasher } from '../domain/virtual-key.ts';
+import type { VirtualKey } from '../domain/types.ts';
+import type { VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
 import { compileCidrs, ipInRanges, parseIp } from '../domain/ip.ts';
 import type { ClientKey, Lease, LeaseEvent, LeasesRepo, Pool, PoolInput } from './repo.ts';
 import { defaultHeartbeatInterval, endedAs, heartbeatFor, resolveTtl, retryAfterSeconds } from './rules.ts';
@@ -79,6 +81,7 @@ export class LeaseService {
 
   constructor(
     private readonly repo: LeasesRepo,
+    private readonly virtualKeys: VirtualKeysRepo,
     private readonly hashKey: KeyHasher,
     private readonly options: LeaseServiceOptions,
     private readonly logger: Logger,
@@ -153,7 +156,7 @@ export class LeaseService {
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
     if (found.pool.virtualKeyId !== null && !(await this.virtualKeyStillHoldsLeases(found.pool.virtualKeyId))) {
       // The key was revoked, suspended, expired or lost its leases: its leases end at their next heartbeat.
-      await this.knex.transaction((trx) => this.repo.release(trx, id, 'virtual_key_not_entitled', ctx.clientAddress));
+      await this.repo.release(this.knex, id, 'virtual_key_not_entitled', ctx.clientAddress);
       throw new AppError(410, 'lease_revoked', 'the virtual key no longer holds floating leases; the lease has ended');
     }
     const ttl = resolveTtl(body.ttlSeconds, found.pool, found.lease.ttlSeconds);
@@ -234,7 +237,7 @@ export class LeaseService {
 
   /** Ends a lease on an admin's word (recorded as released, reason `forced`). */
   async forceRelease(id: string): Promise<void> {
-    const result = await this.knex.transaction((trx) => this.repo.release(trx, id, 'forced', null));
+    const result = await this.repo.release(this.knex, id, 'forced', null);
     if (result === 'not_found') throw new NotFoundError(`lease ${id}`);
   }
 
@@ -347,29 +350,20 @@ export class LeaseService {
   }
 
   private async virtualKeyStillHoldsLeases(virtualKeyId: number): Promise<boolean> {
-    const vk = await this.repo.virtualKeyById(virtualKeyId);
-    const now = Date.now();
-    return (
-      vk !== undefined &&
-      vk.status === 'active' &&
-      vk.maxConcurrentLeases !== null &&
-      !(vk.notBefore && now < vk.notBefore.getTime()) &&
-      !(vk.expiresAt && now >= vk.expiresAt.getTime())
-    );
+    return holdsLeases(await this.virtualKeys.get(virtualKeyId), Date.now()) !== undefined;
   }
 
   /** Checks a virtual key may hold leases from this address; one answer for every refusal. */
   private async virtualKeyPool(key: string, clientAddress: string | null): Promise<{ id: number; seats: number }> {
-    const vk = await this.repo.virtualKeyForLeases(this.hashKey(key));
-    const now = Date.now();
-    const refused = () => new AppError(403, 'not_entitled', 'this virtual key holds no floating leases');
-    if (!vk || vk.status !== 'active' || vk.maxConcurrentLeases === null) throw refused();
-    if ((vk.notBefore && now < vk.notBefore.getTime()) || (vk.expiresAt && now >= vk.expiresAt.getTime())) throw refused();
-    if (vk.allowedCidrs.length > 0) {
+    const vk = await this.virtualKeys.findByHash(this.hashKey(key));
+    const seats = holdsLeases(vk, Date.now());
+    const refused = new AppError(403, 'not_entitled', 'this virtual key holds no floating leases');
+    if (seats === undefined) throw refused;
+    if (vk!.allowedCidrs.length > 0) {
       const ip = clientAddress ? parseIp(clientAddress) : undefined;
-      if (!ip || !ipInRanges(ip, compileCidrs(vk.allowedCidrs))) throw refused();
+      if (!ip || !ipInRanges(ip, compileCidrs(vk!.allowedCidrs))) throw refused;
     }
-    return { id: vk.id, seats: vk.maxConcurrentLeases };
+    return { id: vk!.id, seats };
   }
 
   private virtualKeyPoolDefaults(): Omit<PoolInput, 'seats'> {
@@ -441,6 +435,13 @@ function idempotency(ctx: LeaseRequestContext, scope: string, payload: unknown, 
     .update(signed ? signed.digest : JSON.stringify(payload))
     .digest('hex');
   return { scope, key: ctx.idempotencyKey, requestHash };
+}
+
+/** The seats a virtual key holds now: active, inside its window, with maxConcurrentLeases; else undefined. */
+function holdsLeases(vk: VirtualKey | undefined, now: number): number | undefined {
+  if (!vk || vk.status !== 'active' || vk.maxConcurrentLeases === null) return undefined;
+  if ((vk.notBefore && now < vk.notBefore.getTime()) || (vk.expiresAt && now >= vk.expiresAt.getTime())) return undefined;
+  return vk.maxConcurrentLeases;
 }
 
 /** 409 with what a refused client needs: seats, in use, and when the earliest lease expires. */

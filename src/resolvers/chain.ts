@@ -22,7 +22,6 @@ export interface ResolverChainOptions {
   timeoutMs: number;
   failurePolicy: FailurePolicy;
   staleGraceMs: number;
-  now?: () => number;
 }
 
 export type ChainOutcome =
@@ -64,13 +63,11 @@ export class ResolverChain {
   private readonly stale: GroupedCache<StaleGrant>;
   private readonly inflight = new Map<string, Promise<Resolution>>();
   private generation = 0;
-  private readonly now: () => number;
   private readonly stats = { resolverCalls: 0, failures: 0, staleServed: 0 };
 
   constructor(private readonly options: ResolverChainOptions) {
     this.cache = new GroupedCache(options.cacheMaxEntries);
     this.stale = new GroupedCache(options.failurePolicy === 'stale-if-error' ? options.cacheMaxEntries : 0);
-    this.now = options.now ?? Date.now;
   }
 
   get resolvers(): readonly ChainResolver[] {
@@ -137,7 +134,7 @@ export class ResolverChain {
       }
       return denied('unknown_key', null, null);
     } catch (err) {
-      return this.failed(current, err, keyHash, question);
+      return this.failed(current, err, question);
     } finally {
       clearTimeout(timer);
     }
@@ -176,7 +173,7 @@ export class ResolverChain {
     return call;
   }
 
-  private failed(resolver: ChainResolver, err: unknown, keyHash: string, question: string): ChainOutcome {
+  private failed(resolver: ChainResolver, err: unknown, question: string): ChainOutcome {
     this.stats.failures++;
     const kind = err instanceof ResolverFailure ? err.kind : 'error';
     this.options.logger.warn({ resolver: resolver.name, failure: kind, err: (err as Error).message }, 'resolver failed');

@@ -170,7 +170,7 @@ export class SesService {
       audit('not_found');
       return sesError(404, 'NotFound', `Entitlement ${id} was not found.`);
     }
-    await this.knex.transaction((trx) => this.deps.repo.release(trx, id, null, caller?.toString() ?? null));
+    await this.deps.repo.release(this.knex, id, null, caller?.toString() ?? null);
     audit('released');
     return { status: 204 };
   }

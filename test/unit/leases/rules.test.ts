@@ -23,11 +23,12 @@ describe('lease live-ness', () => {
     assert.equal(endedAs(lease, at(20_000)), 'released');
   });
 
-  it('for any times, live and ended exclude each other', () => {
+  it('for any times, a lease is live exactly when unreleased and before its expiry, and ended otherwise', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 1e12 }), fc.integer({ min: 0, max: 1e12 }), fc.option(fc.integer({ min: 0, max: 1e12 })), (now, exp, rel) => {
         const lease = { expiresAt: at(exp), releasedAt: rel === null ? null : at(rel) };
-        assert.equal(isLive(lease, at(now)), endedAs(lease, at(now)) === null);
+        assert.equal(isLive(lease, at(now)), rel === null && now < exp);
+        assert.equal(endedAs(lease, at(now)), rel !== null ? 'released' : now >= exp ? 'expired' : null);
       }),
     );
   });
