@@ -10,6 +10,7 @@ export interface MetricSources {
   chain: { getStats(): ChainStats; resolvers: readonly ChainResolver[] };
   checkEvents: () => CheckEventStats;
   tokenEvents: () => CheckEventStats;
+  adminEvents: () => CheckEventStats;
   knex: Knex;
 }
 
@@ -27,6 +28,7 @@ export class Metrics {
   private readonly checks: Counter<'decision' | 'reason'>;
   private readonly checkSeconds: Histogram<'decision'>;
   private readonly tokens: Counter<'operation' | 'outcome'>;
+  private readonly adminAuthFailures: Counter<'reason'>;
   private readonly reasons = new Set<string>();
   private readonly checkChildren = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
 
@@ -50,6 +52,12 @@ export class Metrics {
       name: 'entgate_token_requests_total',
       help: 'Software entitlement (SES) requests by operation and outcome',
       labelNames: ['operation', 'outcome'],
+      registers,
+    });
+    this.adminAuthFailures = new Counter({
+      name: 'entgate_admin_auth_failures_total',
+      help: 'Admin requests refused for their token (missing, unknown_token, expired, revoked, bootstrap_disabled, disabled)',
+      labelNames: ['reason'],
       registers,
     });
     const fromSource = (name: string, help: string, read: () => number) =>
@@ -91,16 +99,18 @@ export class Metrics {
     for (const [which, read] of [
       ['check', sources.checkEvents],
       ['token', sources.tokenEvents],
+      ['admin', sources.adminEvents],
     ] as const) {
+      const title = { check: 'Check', token: 'Token', admin: 'Admin' }[which];
       new Gauge({
         name: `entgate_${which}_events_queued`,
-        help: `${which === 'check' ? 'Check' : 'Token'} events waiting to be written`,
+        help: `${title} events waiting to be written`,
         registers,
         collect() {
           this.set(read().queued);
         },
       });
-      fromSource(`entgate_${which}_events_dropped_total`, `${which === 'check' ? 'Check' : 'Token'} events dropped (queue full or writes failing)`, () => read().dropped);
+      fromSource(`entgate_${which}_events_dropped_total`, `${title} events dropped (queue full or writes failing)`, () => read().dropped);
     }
     new Gauge({
       name: 'entgate_db_pool_connections',
@@ -170,6 +180,11 @@ export class Metrics {
 
   observeToken(e: TokenEvent): void {
     this.tokens.inc({ operation: e.operation, outcome: e.outcome });
+  }
+
+  /** An admin request refused for its token (not for its scope). */
+  observeAdminAuthFailure(reason: string): void {
+    this.adminAuthFailures.inc({ reason });
   }
 
   /** The exposition: Prometheus text format. */

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
 import type { Config } from '../config/settings.ts';
 import type { Logger } from './logger.ts';
 import { openDatabase, migrate, migrationsCurrent, type Database } from './store/db.ts';
@@ -21,6 +22,8 @@ import { RusResolver, rusOptionsSchema, type RusOptions } from './resolvers/rus.
 import { ProductsRepo } from './store/products-repo.ts';
 import { InvalidationBus } from './store/invalidation-bus.ts';
 import { AdminService } from './admin/service.ts';
+import { AdminTokens } from './admin/tokens.ts';
+import { ADMIN_EVENTS, type AdminEvent } from './admin/admin-events.ts';
 import { LeasesRepo } from './leases/repo.ts';
 import { LeaseService } from './leases/service.ts';
 import { EventWriter } from './store/check-events.ts';
@@ -38,6 +41,8 @@ import { createSesHandler, isSesPath } from './ses/routes.ts';
 
 export interface RunningService {
   server: Server;
+  /** The express app behind everything but the rUS check and SES (tests walk its routes). */
+  app: Express;
   /** `http://host:port` as bound (port 0 resolved). */
   url: string;
   /** The HTTPS server and its `https://host:port`, when TLS_CERT_FILE and TLS_KEY_FILE are set. */
@@ -82,7 +87,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
         'A secret held outside the database (a secret store, the environment) is stronger: whoever reads the database cannot then test guesses offline.',
     );
   }
-  if (config.adminToken === undefined) logger.warn('ENTGATE_ADMIN_TOKEN is not set: the admin API refuses every request');
+  if (config.adminToken === undefined) logger.warn('ENTGATE_ADMIN_TOKEN is not set: the admin API accepts only admin tokens created earlier (none at first start)');
 
   const hashKey = createKeyHasher(secret);
   const entitlements = new EntitlementsRepo(db.knex);
@@ -193,11 +198,18 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     logger,
   });
 
+  const adminEvents = new EventWriter<AdminEvent>(db.knex, logger, ADMIN_EVENTS, {
+    maxQueue: config.auditQueueMax,
+    batchSize: config.auditBatchSize,
+    flushMs: config.auditFlushMs,
+  });
+  const adminTokens = new AdminTokens(db.knex, config.adminToken, logger, (reason) => metrics.observeAdminAuthFailure(reason));
   const metrics = new Metrics({
     keyCache: cache,
     chain,
     checkEvents: () => events.getStats(),
     tokenEvents: () => tokenEvents.getStats(),
+    adminEvents: () => adminEvents.getStats(),
     knex: db.knex,
   });
   const trustedProxies = compileCidrs(config.trustedProxies);
@@ -212,12 +224,15 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     trustedProxies,
     ...(config.metricsPort === undefined && { metrics }),
     mint: { issuer: config.sesIssuer, audience: config.sesAudience, signingKey: mintSigning[0], encryptionKey: mintEncryption[0] },
-    adminToken: config.adminToken,
+    adminTokens,
+    recordAdminEvent: (event) => adminEvents.record(event),
+    knex: db.knex,
     logger,
     isClosing,
     stats: () => ({
       checkEvents: events.getStats(),
       tokenEvents: tokenEvents.getStats(),
+      adminEvents: adminEvents.getStats(),
       tokenCache: { entries: verifier.cacheSize },
       keyCache: { entries: cache.size, hits: cache.hits, misses: cache.misses },
       resolvers: chain.getStats(),
@@ -327,6 +342,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       await leases.stop();
       await stopRetention();
       await tokenEvents.close();
+      await adminEvents.close();
       await events.close();
       await bus.close();
       await chain.close();
@@ -334,7 +350,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       logger.info({ events: events.getStats() }, 'entgate stopped');
     })());
 
-  return { server, url, ...(httpsServer && httpsUrl && { httpsServer, httpsUrl }), ...(metricsUrl && { metricsUrl }), db, cache, events, chain, bus, leases, close };
+  return { server, app, url, ...(httpsServer && httpsUrl && { httpsServer, httpsUrl }), ...(metricsUrl && { metricsUrl }), db, cache, events, chain, bus, leases, close };
 }
 
 /** Listens, resolves with the URL a local client can use (a wildcard address becomes loopback). */

@@ -1,5 +1,6 @@
-import { Router, type Request } from 'express';
+import type { Request, Router } from 'express';
 import { AppError } from '../errors.ts';
+import { scopedRouter } from './scoped-router.ts';
 import { validate } from '../http/validate.ts';
 import type { AdminService } from './service.ts';
 import type { AuditRepo } from '../store/audit.ts';
@@ -26,11 +27,11 @@ const idOf = (req: Request) => validate(idParam, req.params.id, 'id');
  * itself only ever travels in a request body.
  */
 export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
-  const r = Router();
+  const r = scopedRouter();
 
   // The check's audit trail, newest first; `cursor` is the previous page's nextCursor. With
   // `after`, oldest first from that id on (for following and exporting).
-  r.get('/audit', async (req, res) => {
+  r.get('/audit', 'read', async (req, res) => {
     const q = validate(auditQuery, req.query, 'query');
     if (q.cursor !== undefined && q.after !== undefined) throw new AppError(400, 'invalid_request', 'give cursor or after, not both');
     const items = await audit.list({
@@ -47,27 +48,27 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
     res.json({ items, nextCursor: items.length === q.limit && last ? last.id : null });
   });
 
-  r.post('/entitlements', async (req, res) => {
+  r.post('/entitlements', 'write', async (req, res) => {
     res.status(201).json(await admin.createEntitlement(validate(entitlementCreate, req.body)));
   });
-  r.get('/entitlements', async (_req, res) => {
+  r.get('/entitlements', 'read', async (_req, res) => {
     res.json({ items: await admin.listEntitlements() });
   });
-  r.get('/entitlements/:id', async (req, res) => {
+  r.get('/entitlements/:id', 'read', async (req, res) => {
     res.json(await admin.getEntitlement(idOf(req)));
   });
-  r.patch('/entitlements/:id', async (req, res) => {
+  r.patch('/entitlements/:id', 'write', async (req, res) => {
     res.json(await admin.updateEntitlement(idOf(req), validate(entitlementPatch, req.body)));
   });
-  r.delete('/entitlements/:id', async (req, res) => {
+  r.delete('/entitlements/:id', 'write', async (req, res) => {
     await admin.deleteEntitlement(idOf(req));
     res.status(204).end();
   });
 
-  r.post('/virtual-keys', async (req, res) => {
+  r.post('/virtual-keys', 'write', async (req, res) => {
     res.status(201).json(await admin.createVirtualKey(validate(virtualKeyCreate, req.body)));
   });
-  r.post('/virtual-keys/import', async (req, res) => {
+  r.post('/virtual-keys/import', 'write', async (req, res) => {
     if (typeof req.body !== 'string') {
       throw new AppError(415, 'unsupported_media_type', 'send the import as Content-Type: text/csv');
     }
@@ -75,10 +76,10 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
     if ('problems' in parsed) throw importError(parsed.problems);
     res.status(201).json(await admin.importVirtualKeys(parsed.rows));
   });
-  r.post('/virtual-keys/lookup', async (req, res) => {
+  r.post('/virtual-keys/lookup', 'read', async (req, res) => {
     res.json(await admin.findVirtualKey(validate(virtualKeyLookup, req.body).key));
   });
-  r.get('/virtual-keys', async (req, res) => {
+  r.get('/virtual-keys', 'read', async (req, res) => {
     const q = validate(virtualKeyListQuery, req.query, 'query');
     const items = await admin.listVirtualKeys({
       limit: q.limit,
@@ -88,24 +89,24 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
     });
     res.json({ items, nextCursor: items.length === q.limit ? items[items.length - 1]!.id : null });
   });
-  r.get('/virtual-keys/:id', async (req, res) => {
+  r.get('/virtual-keys/:id', 'read', async (req, res) => {
     res.json(await admin.getVirtualKey(idOf(req)));
   });
-  r.patch('/virtual-keys/:id', async (req, res) => {
+  r.patch('/virtual-keys/:id', 'write', async (req, res) => {
     res.json(await admin.updateVirtualKey(idOf(req), validate(virtualKeyPatch, req.body)));
   });
 
-  r.get('/products', async (_req, res) => {
+  r.get('/products', 'read', async (_req, res) => {
     res.json({ items: await admin.listProducts() });
   });
-  r.put('/products/:code', async (req, res) => {
+  r.put('/products/:code', 'write', async (req, res) => {
     const code = validate(productCode, req.params.code, 'product code');
     res.json(await admin.mapProduct(code, validate(productMap, req.body).entitlementId));
   });
-  r.delete('/products/:code', async (req, res) => {
+  r.delete('/products/:code', 'write', async (req, res) => {
     await admin.unmapProduct(validate(productCode, req.params.code, 'product code'));
     res.status(204).end();
   });
 
-  return r;
+  return r.router;
 }

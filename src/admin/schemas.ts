@@ -4,6 +4,7 @@ import { serverPatternProblem } from '../domain/server-pattern.ts';
 import { normalizeCidr } from '../domain/ip.ts';
 import { virtualKeyProblem } from '../domain/virtual-key.ts';
 import { VIRTUAL_KEY_STATUSES } from '../domain/types.ts';
+import { SCOPES } from './scopes.ts';
 
 /**
  * The admin API's inputs. Everything that would let a stored value break the rUS answer is
@@ -108,6 +109,25 @@ export const auditQuery = z.strictObject({
   decision: z.enum(['granted', 'denied', 'invalid']).optional(),
   since: isoTime.optional(),
   until: isoTime.optional(),
+  limit: wholeNumber.pipe(z.number().int().min(1).max(1000)).default(100),
+});
+
+/** An admin token's name: what the audit trail shows for everything it does. */
+export const adminTokenCreate = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit'),
+  scopes: z.array(z.enum(SCOPES)).min(1).max(SCOPES.length),
+  expiresAt: isoTime.optional(),
+});
+export const adminTokenListQuery = z.strictObject({ all: z.enum(['true', 'false']).optional() });
+export const adminTokenRef = z.string().regex(/^(\d{1,15}|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/, 'an admin token id or name');
+export const bootstrapTokenPut = z.strictObject({ enabled: z.boolean() });
+export const adminEventsQuery = z.strictObject({
+  cursor: id.optional(),
+  after: wholeNumber.pipe(z.number().int().min(0)).optional(),
+  actor: z.string().min(1).max(64).optional(),
+  since: isoTime.optional(),
   limit: wholeNumber.pipe(z.number().int().min(1).max(1000)).default(100),
 });
 

@@ -7,6 +7,7 @@ import { AdminClient } from './api-client.ts';
 import { addLeaseCommands } from './lease-commands.ts';
 import { addTokenCommands } from './token-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
+import { addAdminTokenCommands } from './admin-token-commands.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
 const program = new Command('entgate')
@@ -293,6 +294,7 @@ product
 addLeaseCommands(program, client, baseUrl, { positiveInt });
 addTokenCommands(program);
 addAuditCommands(program, client, positiveInt);
+addAdminTokenCommands(program, client, positiveInt);
 
 try {
   await program.parseAsync(process.argv);

@@ -3,7 +3,10 @@ import express, { type ErrorRequestHandler, type RequestHandler } from 'express'
 import { AppError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { adminRoutes } from '../admin/routes.ts';
-import { requireAdminToken } from '../admin/auth.ts';
+import type { AdminTokens } from '../admin/tokens.ts';
+import { adminTokenRoutes } from '../admin/token-routes.ts';
+import { recordAdminWrites, type AdminEvent } from '../admin/admin-events.ts';
+import type { Knex } from 'knex';
 import type { AdminService } from '../admin/service.ts';
 import type { LeaseService } from '../leases/service.ts';
 import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
@@ -21,7 +24,11 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Proxies whose X-Forwarded-For names the client (leases, SES). */
   trustedProxies: readonly IpRange[];
-  adminToken: string | undefined;
+  /** Authenticates admin requests (stored tokens and the bootstrap token). */
+  adminTokens: AdminTokens;
+  /** Records an admin write for the admin audit trail. */
+  recordAdminEvent: (event: AdminEvent) => void;
+  knex: Knex;
   logger: Logger;
   /** Readiness: the database answers and migrations are applied. */
   ready: () => Promise<{ ok: boolean; checks: Record<string, unknown> }>;
@@ -54,16 +61,19 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', ...checks });
   });
 
-  const requireAdmin = requireAdminToken(deps.adminToken);
-  app.use('/v1', leaseRoutes(deps.leases, requireAdmin, deps.trustedProxies));
+  const authenticate = deps.adminTokens.authenticate();
+  app.use('/v1', leaseRoutes(deps.leases, authenticate, deps.trustedProxies));
+  // Every admin route names its scopes (scopedRouter); writes are recorded, refused ones too.
   app.use(
     '/admin/v1',
-    requireAdmin,
+    recordAdminWrites(deps.recordAdminEvent, deps.trustedProxies),
+    authenticate,
     express.json({ limit: '1mb' }),
     express.text({ type: 'text/csv', limit: '32mb' }),
     adminRoutes(deps.admin, deps.audit),
     leaseAdminRoutes(deps.leases),
     mintRoutes(deps.mint),
+    adminTokenRoutes(deps.adminTokens, deps.knex),
   );
 
   app.use((req, _res, next) => next(new AppError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
@@ -113,6 +123,7 @@ function errorHandler(logger: Logger): ErrorRequestHandler {
       error = new AppError(500, 'internal_error', 'internal error');
     }
     if (res.headersSent) return;
+    if (error.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="entgate-admin"');
     res.status(error.status).json({
       code: error.code,
       message: error.expose ? error.message : 'internal error',

@@ -1,5 +1,6 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { AppError } from '../errors.ts';
+import { requireScope, scopedRouter } from '../admin/scoped-router.ts';
 import { validate } from '../http/validate.ts';
 import { callerAddress } from '../http/caller.ts';
 import type { IpRange } from '../domain/ip.ts';
@@ -43,9 +44,9 @@ const poolOf = (req: Request) => validate(anyPoolName, req.params.name, 'pool na
 /**
  * The client protocol at /v1: acquire, heartbeat, release. A body is JSON, or for signed
  * requests an OpenPGP clear-signed message (`Content-Type: text/plain`). `GET /v1/pools/:name`
- * needs the admin token (`requireAdmin`).
+ * needs an admin token with the `leases` or `read` scope.
  */
-export function leaseRoutes(leases: LeaseService, requireAdmin: RequestHandler, trustedProxies: readonly IpRange[]): Router {
+export function leaseRoutes(leases: LeaseService, authenticate: RequestHandler, trustedProxies: readonly IpRange[]): Router {
   const r = Router();
   // Every answer, refusals included, is about one client's seat: no cache may keep it.
   r.use((_req, res, next) => {
@@ -65,7 +66,7 @@ export function leaseRoutes(leases: LeaseService, requireAdmin: RequestHandler, 
     const id = idOf(req);
     send(res, await leases.release(id, context(req, trustedProxies), (p) => validate(releaseBody, p)));
   });
-  r.get('/pools/:name', requireAdmin, async (req, res) => {
+  r.get('/pools/:name', authenticate, requireScope(['leases', 'read']), async (req, res) => {
     res.json(await leases.describePool(poolOf(req)));
   });
   return r;
@@ -73,29 +74,29 @@ export function leaseRoutes(leases: LeaseService, requireAdmin: RequestHandler, 
 
 /** Pools, leases and client keys in the admin API (mounted under /admin/v1, behind the token). */
 export function leaseAdminRoutes(leases: LeaseService): Router {
-  const r = Router();
-  r.post('/pools', async (req, res) => {
+  const r = scopedRouter();
+  r.post('/pools', 'leases', async (req, res) => {
     res.status(201).json(await leases.createPool(validate(poolCreate, req.body)));
   });
-  r.get('/pools', async (_req, res) => {
+  r.get('/pools', ['leases', 'read'], async (_req, res) => {
     res.json({ items: await leases.listPools() });
   });
-  r.get('/pools/:name', async (req, res) => {
+  r.get('/pools/:name', ['leases', 'read'], async (req, res) => {
     res.json(await leases.describePool(poolOf(req)));
   });
-  r.patch('/pools/:name', async (req, res) => {
+  r.patch('/pools/:name', 'leases', async (req, res) => {
     res.json(await leases.updatePool(poolOf(req), validate(poolPatch, req.body)));
   });
-  r.delete('/pools/:name', async (req, res) => {
+  r.delete('/pools/:name', 'leases', async (req, res) => {
     const q = validate(poolDeleteQuery, req.query, 'query');
     await leases.deletePool(poolOf(req), q.force === 'true');
     res.status(204).end();
   });
-  r.delete('/leases/:id', async (req, res) => {
+  r.delete('/leases/:id', 'leases', async (req, res) => {
     await leases.forceRelease(idOf(req));
     res.status(204).end();
   });
-  r.get('/lease-events', async (req, res) => {
+  r.get('/lease-events', ['leases', 'read'], async (req, res) => {
     const q = validate(leaseEventsQuery, req.query, 'query');
     res.json({
       items: await leases.events({
@@ -105,18 +106,18 @@ export function leaseAdminRoutes(leases: LeaseService): Router {
       }),
     });
   });
-  r.post('/client-keys', async (req, res) => {
+  r.post('/client-keys', 'leases', async (req, res) => {
     const body = validate(clientKeyCreate, req.body);
     res.status(201).json(await leases.addClientKey(body.clientId, body.publicKey));
   });
-  r.get('/client-keys', async (req, res) => {
+  r.get('/client-keys', ['leases', 'read'], async (req, res) => {
     res.json({ items: await leases.listClientKeys(validate(clientKeyListQuery, req.query, 'query').clientId) });
   });
-  r.delete('/client-keys/:fingerprint', async (req, res) => {
+  r.delete('/client-keys/:fingerprint', 'leases', async (req, res) => {
     const fingerprint = req.params.fingerprint ?? '';
     if (!/^[0-9a-fA-F]{40,64}$/.test(fingerprint)) throw new AppError(400, 'invalid_request', 'not a key fingerprint (hex)');
     await leases.deleteClientKey(fingerprint);
     res.status(204).end();
   });
-  return r;
+  return r.router;
 }

@@ -1,6 +1,7 @@
-import { Router } from 'express';
+import type { Router } from 'express';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
+import { scopedRouter } from '../admin/scoped-router.ts';
 import { parseIp } from '../domain/ip.ts';
 import { validate } from '../http/validate.ts';
 import type { RingKey } from './keys.ts';
@@ -31,8 +32,8 @@ export const mintBody = z
  * Signed with ENTGATE_SES_MINT_SIGNING_KEY, encrypted to ENTGATE_SES_MINT_ENCRYPTION_KEY when set.
  */
 export function mintRoutes(config: MintConfig): Router {
-  const r = Router();
-  r.post('/tokens', async (req, res) => {
+  const r = scopedRouter();
+  r.post('/tokens', 'tokens:mint', async (req, res) => {
     if (!config.signingKey) {
       throw new AppError(409, 'minting_not_configured', 'set ENTGATE_SES_MINT_SIGNING_KEY to mint tokens through the admin API');
     }
@@ -55,5 +56,5 @@ export function mintRoutes(config: MintConfig): Router {
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).json({ id, token, notBefore: notBefore.toISOString(), notAfter: notAfter.toISOString() });
   });
-  return r;
+  return r.router;
 }

@@ -67,13 +67,13 @@ export class AuditRepo {
   }
 
   /**
-   * Deletes events older than `days` from check_events, token_events and lease_events, in
+   * Deletes events older than `days` from check_events, token_events, lease_events and admin_events, in
    * batches of `batch` rows per statement so that no long lock or huge transaction results.
    * Returns how many rows went.
    */
   async purge(days: number, batch = 5000, maxBatches = 200): Promise<number> {
     let total = 0;
-    for (const table of ['check_events', 'token_events', 'lease_events']) {
+    for (const table of ['check_events', 'token_events', 'lease_events', 'admin_events']) {
       for (let i = 0; i < maxBatches; i++) {
         const { rows } = (await this.knex.raw(
           `with gone as (

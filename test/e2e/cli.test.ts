@@ -46,6 +46,47 @@ describe('entgate CLI against a running server', () => {
     assert.equal((await check('server=rm.example.com;key=cust-0001;remote_ip=192.168.1.20')).status, 404);
   });
 
+  it('creates scoped admin tokens, uses them, turns the bootstrap token off and back on, and shows the admin audit', async () => {
+    const made = await cli('admin-token', 'create', 'cli-reader', '--scope', 'read', '--expires', '30d');
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /^egt_[A-Za-z0-9_-]{43}\n$/);
+    assert.match(made.stderr, /'cli-reader' \(read, expires 20\d\d-/);
+    const reader = { ...env, ENTGATE_ADMIN_TOKEN: made.stdout.trim() };
+    const who = await runCli(['admin-token', 'whoami'], reader);
+    assert.deepEqual([who.code, who.stdout], [0, 'cli-reader: read\n'], who.stderr);
+    assert.equal((await runCli(['entitlement', 'list'], reader)).code, 0);
+    const refused = await runCli(['entitlement', 'add', '--server', 'x.example.com', '--key', 'k'], reader);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^entgate: this token may not do that: it needs one of the scopes write \(insufficient_scope\)\n$/);
+
+    const admin = (await cli('admin-token', 'create', 'cli-admin', '--scope', 'admin')).stdout.trim();
+    const asAdmin = { ...env, ENTGATE_ADMIN_TOKEN: admin };
+    assert.deepEqual((await runCli(['admin-token', 'bootstrap', '--disable'], asAdmin)).stdout, 'bootstrap token: disabled\n');
+    const off = await cli('entitlement', 'list');
+    assert.equal(off.code, 1);
+    assert.match(off.stderr, /bootstrap_token_disabled/);
+    assert.deepEqual((await runCli(['admin-token', 'bootstrap', '--enable'], asAdmin)).stdout, 'bootstrap token: enabled\n');
+
+    const listed = await cli('admin-token', 'list', '--json');
+    const names = (JSON.parse(listed.stdout) as { name: string; token?: string }[]).map((t) => [t.name, t.token]);
+    assert.deepEqual(names, [['cli-reader', undefined], ['cli-admin', undefined]]);
+    assert.equal((await cli('admin-token', 'revoke', 'cli-reader')).code, 0);
+    assert.equal((await runCli(['entitlement', 'list'], reader)).code, 1);
+    const bad = await cli('admin-token', 'create', 'x', '--scope', 'read', '--expires', 'tomorrow');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^entgate: --expires takes a date/);
+
+    const events = await cli('audit', 'admin', '--actor', 'cli-admin', '--json');
+    assert.equal(events.code, 0, events.stderr);
+    assert.deepEqual(
+      (JSON.parse(events.stdout) as { method: string; route: string; status: number }[]).map((e) => [e.method, e.route, e.status]),
+      [
+        ['PUT', '/admin/v1/bootstrap-token', 200],
+        ['PUT', '/admin/v1/bootstrap-token', 200],
+      ],
+    );
+  });
+
   it('manages pools, leases, client keys and a virtual key\'s seats', async () => {
     const created = await cli('pool', 'create', 'cli-pool', '--seats', '2', '--ttl', '30', '--heartbeat', '5');
     assert.deepEqual([created.code, created.stdout], [0, 'created pool cli-pool (2 seats)\n'], created.stderr);

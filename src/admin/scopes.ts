@@ -1,0 +1,33 @@
+/** What an admin token may do. Every admin route states the scopes that may call it. */
+export const SCOPES = ['read', 'write', 'admin', 'tokens:mint', 'leases'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+export const SCOPE_DOCS: Record<Scope, string> = {
+  read: 'read entitlements, virtual keys, products, pools, leases, client keys, guessing blocks and the check audit',
+  write: 'everything `read` may, and change entitlements, virtual keys, products and guessing blocks',
+  leases: 'manage floating-lease pools, leases and client signing keys, and read them',
+  'tokens:mint': 'mint software entitlement tokens (POST /admin/v1/tokens)',
+  admin: 'everything, and manage admin tokens, the bootstrap token and the admin audit trail',
+};
+
+/** Who made an admin request: a stored token, or the bootstrap token from ENTGATE_ADMIN_TOKEN. */
+export interface Principal {
+  name: string;
+  /** The stored token's id; null for the bootstrap token. */
+  tokenId: number | null;
+  scopes: readonly Scope[];
+}
+
+/** The scopes a token effectively holds: `admin` holds every scope, `write` holds `read`. */
+export function effectiveScopes(held: readonly Scope[]): Set<Scope> {
+  if (held.includes('admin')) return new Set(SCOPES);
+  const out = new Set(held);
+  if (out.has('write')) out.add('read');
+  return out;
+}
+
+/** True when a token holding `held` may call a route that any of `anyOf` may call. */
+export function allows(held: readonly Scope[], anyOf: readonly Scope[]): boolean {
+  const effective = effectiveScopes(held);
+  return anyOf.some((s) => effective.has(s));
+}

@@ -1,0 +1,54 @@
+import type { Knex } from 'knex';
+import { AppError } from '../errors.ts';
+import { validate } from '../http/validate.ts';
+import { listAdminEvents } from './admin-events.ts';
+import { adminEventsQuery, adminTokenCreate, adminTokenListQuery, adminTokenRef, bootstrapTokenPut } from './schemas.ts';
+import { SCOPES, type Principal } from './scopes.ts';
+import { scopedRouter } from './scoped-router.ts';
+import type { AdminTokens } from './tokens.ts';
+
+/**
+ * Admin tokens, the bootstrap token's switch and the admin audit trail (scope `admin`), and
+ * `GET /admin/v1/whoami` (any token) under /admin/v1.
+ */
+export function adminTokenRoutes(tokens: AdminTokens, knex: Knex) {
+  const r = scopedRouter();
+  r.get('/whoami', SCOPES, (_req, res) => {
+    const p = res.locals.principal as Principal;
+    res.json({ name: p.name, tokenId: p.tokenId, scopes: p.scopes });
+  });
+  r.post('/admin-tokens', 'admin', async (req, res) => {
+    const body = validate(adminTokenCreate, req.body);
+    const created = await tokens.create(body, (res.locals.principal as Principal).name);
+    res.setHeader('Cache-Control', 'no-store');
+    res.status(201).json(created);
+  });
+  r.get('/admin-tokens', 'admin', async (req, res) => {
+    const q = validate(adminTokenListQuery, req.query, 'query');
+    res.json({ items: await tokens.list(q.all === 'true') });
+  });
+  r.delete('/admin-tokens/:ref', 'admin', async (req, res) => {
+    await tokens.revoke(validate(adminTokenRef, req.params.ref, 'admin token'));
+    res.status(204).end();
+  });
+  r.get('/bootstrap-token', 'admin', async (_req, res) => {
+    res.json(await tokens.bootstrapState());
+  });
+  r.put('/bootstrap-token', 'admin', async (req, res) => {
+    res.json(await tokens.setBootstrapEnabled(validate(bootstrapTokenPut, req.body).enabled));
+  });
+  r.get('/admin-events', 'admin', async (req, res) => {
+    const q = validate(adminEventsQuery, req.query, 'query');
+    if (q.cursor !== undefined && q.after !== undefined) throw new AppError(400, 'invalid_request', 'give cursor or after, not both');
+    const items = await listAdminEvents(knex, {
+      limit: q.limit,
+      ...(q.cursor !== undefined && { before: q.cursor }),
+      ...(q.after !== undefined && { after: q.after }),
+      ...(q.actor !== undefined && { actor: q.actor }),
+      ...(q.since !== undefined && { since: q.since }),
+    });
+    const last = items[items.length - 1];
+    res.json({ items, nextCursor: items.length === q.limit && last ? last.id : null });
+  });
+  return r.router;
+}
