@@ -180,11 +180,26 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** Any fixed number: the advisory lock that serialises migrations on one PostgreSQL. */
+const MIGRATION_LOCK = 0x656e7467; // 'entg'
+
 /**
  * Applies pending migrations. Several instances starting at once on one PostgreSQL are
- * serialised by knex's lock table; a loser waits and retries rather than failing start-up.
+ * serialised by an advisory lock held around the whole run (knex's own lock table is created
+ * without one, so two first starts on an empty database could both try to create it); a
+ * loser waits for the winner, then finds nothing left to do. knex's lock is still taken
+ * inside, and a loser that meets it waits and retries rather than failing start-up.
  */
 export async function migrate(db: Database, logger?: Logger): Promise<string[]> {
+  if (db.kind !== 'postgres') return migrateLatest(db, logger);
+  return db.knex.transaction(async (trx) => {
+    await trx.raw('set local statement_timeout = 0');
+    await trx.raw('select pg_advisory_xact_lock(?)', [MIGRATION_LOCK]);
+    return migrateLatest(db, logger);
+  });
+}
+
+async function migrateLatest(db: Database, logger?: Logger): Promise<string[]> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     try {
