@@ -84,7 +84,9 @@ const virtualKey = (i: number) => `vk${i.toString(36).padStart(8, '0')}${KEY_TAI
 const unknownKey = (i: number) => `uk${i.toString(36).padStart(8, '0')}${KEY_TAIL}`;
 const RUN_TAG = randomBytes(4).toString('hex');
 const distinctUnknownKey = (i: number) => `rs${RUN_TAG}${i.toString(36).padStart(8, '0')}${KEY_TAIL.slice(0, 9)}`;
-const checkPath = (key: string) => `/?server=${SERVER};class=${CLASS};key=${key};remote_ip=1.2.3.4`;
+const checkPath = (key: string, remoteIp = '1.2.3.4') => `/?server=${SERVER};class=${CLASS};key=${key};remote_ip=${remoteIp}`;
+/** One of 65,536 client addresses, in turn. */
+const spreadAddress = (n: number) => `10.${(n >> 8) & 255}.${n & 255}.9`;
 
 /** A few entitlements; every real key is 40 hex digits, so every document has one size. */
 const ENTITLEMENTS: EntitlementSeed[] = [
@@ -109,6 +111,10 @@ const entgateEnv = (databaseUrl: string, env: Record<string, string>) => ({
   ENTGATE_KEY_SECRET: SECRET,
   ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN,
   LOG_LEVEL: 'warn',
+  // Every scenario sends its checks from one client address; with guessing budgets on, the
+  // unknown-key scenarios would measure the refusal of that address instead. Budgets have
+  // scenarios of their own (guessScenarios), with them on.
+  ENTGATE_GUESS_BUDGET: '0',
   ...env,
 });
 
@@ -198,6 +204,8 @@ async function mainScenarios(mainUrl: string) {
     await cached.stop();
   }
 
+  rows.push(...(await guessScenarios(mainUrl, hotPaths)));
+
   log('entgate, cache off: every check is a PostgreSQL lookup');
   const uncached = await startEntgate('entgate (cache off)', mainUrl, { ENTGATE_CACHE_MAX_ENTRIES: '0' });
   try {
@@ -219,6 +227,39 @@ async function mainScenarios(mainUrl: string) {
       (Math.abs(drift) > 0.15 ? ' The machine drifted by more than 15% meanwhile: ratios of this run are less reliable.' : ''),
   );
   return { baseline, rows, hotPaths };
+}
+
+/**
+ * Guessing budgets on (the default budget): unknown keys spread over 65,536 client addresses,
+ * so that none reaches its budget and every failure is counted and written (a distributed
+ * guesser, the costly case); then an address past its budget presenting valid keys (refused
+ * before any lookup).
+ */
+async function guessScenarios(mainUrl: string, hotPaths: string[]): Promise<ScenarioRow[]> {
+  log('entgate, guessing budgets on: unknown keys from many addresses, then a refused address');
+  const server = await startEntgate('entgate (guessing budgets on)', mainUrl, { ENTGATE_GUESS_BUDGET: '30' });
+  const rows: ScenarioRow[] = [];
+  try {
+    let n = 0;
+    rows.push({
+      load: await measure(
+        { name: 'unknown keys, 65,536 addresses (budgets counting)', url: server.url, path: () => checkPath(unknownKey(n % HOT_KEYS), spreadAddress(n++)), expect: 404 },
+        server,
+      ),
+      minRatio: 0.5,
+      p99Target: true,
+    });
+    for (let i = 0; i < 30; i++) await expectAnswer(server, unknownKey(i), 404);
+    await expectAnswer(server, virtualKey(0), 404);
+    rows.push({
+      load: await measure({ name: 'valid keys from an address past its budget', url: server.url, path: cycle(hotPaths), expect: 404 }, server),
+      minRatio: 0.6,
+      p99Target: true,
+    });
+  } finally {
+    await server.stop();
+  }
+  return rows;
 }
 
 /**

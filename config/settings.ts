@@ -103,7 +103,7 @@ export const settings = {
   adminToken: {
     env: 'ENTGATE_ADMIN_TOKEN',
     schema: z.string().min(16, 'must be at least 16 characters').optional(),
-    doc: 'Bootstrap bearer token for the admin API (and the token the CLI sends). When unset the admin API refuses every request.',
+    doc: 'Bootstrap bearer token of the admin API, holding every scope: create named admin tokens with it (`entgate admin-token create`), then turn it off (`entgate admin-token bootstrap --disable`). The CLI sends this variable as its token, bootstrap or not. Unset, only stored admin tokens are accepted.',
     secret: true,
   },
   requireClassMatch: {
@@ -240,6 +240,36 @@ export const settings = {
     schema: positiveInt(1_000_000),
     doc: 'Requests one process handles at once; past it new requests get a fast 503 (`Retry-After: 1`) instead of queueing without bound.',
   },
+  headersTimeoutMs: {
+    env: 'ENTGATE_HEADERS_TIMEOUT_MS',
+    default: '10000',
+    schema: integer(100, 600_000),
+    doc: 'Longest a client may take to send a request line and headers, counted from its first byte (from connecting, for a connection\'s first request); slower clients get 408 and are disconnected. A TLS handshake on HTTPS_PORT has the same limit. At most ENTGATE_REQUEST_TIMEOUT_MS.',
+  },
+  requestTimeoutMs: {
+    env: 'ENTGATE_REQUEST_TIMEOUT_MS',
+    default: '30000',
+    schema: integer(100, 3_600_000),
+    doc: 'Longest a client may take to send a whole request, headers and body; slower clients get 408 (unless the answer has begun) and are disconnected. Raise it for large CSV imports over slow links.',
+  },
+  keepAliveTimeoutMs: {
+    env: 'ENTGATE_KEEP_ALIVE_TIMEOUT_MS',
+    default: '5000',
+    schema: integer(100, 600_000),
+    doc: 'How long an idle keep-alive connection stays open after its last answer. Behind a load balancer that reuses connections, set it above the balancer\'s idle timeout.',
+  },
+  maxHeaderBytes: {
+    env: 'ENTGATE_MAX_HEADER_BYTES',
+    default: '16384',
+    schema: integer(1024, 1_048_576),
+    doc: 'Most bytes of a request line (the rUS check\'s query string included) and headers together; a larger request gets 431 and is disconnected.',
+  },
+  maxConnections: {
+    env: 'ENTGATE_MAX_CONNECTIONS',
+    default: '10000',
+    schema: positiveInt(1_000_000),
+    doc: 'Open connections per listener (PORT, HTTPS_PORT and METRICS_PORT each); past it a new connection is closed at once (warned at most once a minute). The default leaves room for ENTGATE_MAX_CONCURRENT_REQUESTS plus idle keep-alive clients; keep it well below the open-file limit (`ulimit -n`).',
+  },
   metricsPort: {
     env: 'METRICS_PORT',
     schema: port.optional(),
@@ -310,6 +340,30 @@ export const settings = {
     default: '90',
     schema: nonNegativeInt(36_500),
     doc: 'Check, token and lease events older than this many days are deleted, in small batches, about every 10 minutes. 0 keeps them forever.',
+  },
+  guessBudget: {
+    env: 'ENTGATE_GUESS_BUDGET',
+    default: '30',
+    schema: nonNegativeInt(1_000_000),
+    doc: 'Unknown virtual keys one client address (an IPv6 address by its /64; the calling rUS host when a check has no remote_ip) may present within ENTGATE_GUESS_WINDOW_SECONDS; past it the address is denied for ENTGATE_GUESS_COOLDOWN_SECONDS without the resolvers being asked. Counted across every instance on the database. Grants never count. 0 turns budgets off.',
+  },
+  guessWindowSeconds: {
+    env: 'ENTGATE_GUESS_WINDOW_SECONDS',
+    default: '600',
+    schema: positiveInt(86_400),
+    doc: 'The window in which an address\'s unknown keys are counted against ENTGATE_GUESS_BUDGET; it starts at the first unknown key and restarts once it has ended.',
+  },
+  guessCooldownSeconds: {
+    env: 'ENTGATE_GUESS_COOLDOWN_SECONDS',
+    default: '900',
+    schema: positiveInt(604_800),
+    doc: 'How long an address past its guessing budget is denied (`guess_budget_exceeded`). `entgate blocks clear <address>` lifts it early.',
+  },
+  guessSyncMs: {
+    env: 'ENTGATE_GUESS_SYNC_MS',
+    default: '500',
+    schema: integer(50, 10_000),
+    doc: 'How often each instance writes its count of unknown keys to the database and reads the blocks other instances set: how late an address past its budget on several instances at once is blocked everywhere.',
   },
   shutdownTimeoutMs: {
     env: 'ENTGATE_SHUTDOWN_TIMEOUT_MS',

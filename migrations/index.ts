@@ -5,6 +5,7 @@ import * as leases from './20261123020000_leases.ts';
 import * as tokens from './20261123030000_tokens.ts';
 import * as leaseAcquire from './20261123040000_lease_acquire.ts';
 import * as adminTokens from './20261201000000_admin_tokens.ts';
+import * as guessBudgets from './20261201010000_guess_budgets.ts';
 
 /**
  * The migrations, in order. Listed here rather than discovered on disk so that they load the
@@ -17,6 +18,7 @@ const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261123030000_tokens', tokens],
   ['20261123040000_lease_acquire', leaseAcquire],
   ['20261201000000_admin_tokens', adminTokens],
+  ['20261201010000_guess_budgets', guessBudgets],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -11,6 +11,7 @@ export interface MetricSources {
   checkEvents: () => CheckEventStats;
   tokenEvents: () => CheckEventStats;
   adminEvents: () => CheckEventStats;
+  guard: { stats: { blocksStarted: number }; blockedCount: number };
   knex: Knex;
 }
 
@@ -75,6 +76,15 @@ export class Metrics {
     fromSource('entgate_resolver_calls_total', 'Calls to resolvers (decision cache misses)', () => sources.chain.getStats().resolverCalls);
     fromSource('entgate_resolver_failures_total', 'Resolver failures (timeouts, errors, invalid answers, open circuits)', () => sources.chain.getStats().failures);
     fromSource('entgate_resolver_stale_served_total', 'Grants served stale because a resolver failed (stale-if-error)', () => sources.chain.getStats().staleServed);
+    fromSource('entgate_guess_blocks_total', 'Addresses blocked for a cool-down after too many unknown keys (by this process, or learnt from another)', () => sources.guard.stats.blocksStarted);
+    new Gauge({
+      name: 'entgate_guess_blocked_addresses',
+      help: 'Addresses (or IPv6 /64s, or rUS hosts) cooling down after too many unknown keys, as this process knows them',
+      registers,
+      collect() {
+        this.set(sources.guard.blockedCount);
+      },
+    });
     new Gauge({
       name: 'entgate_key_cache_entries',
       help: 'Entries in the key cache',

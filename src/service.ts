@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server, type ServerOptions } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { Config } from '../config/settings.ts';
 import type { Logger } from './logger.ts';
 import { openDatabase, migrate, migrationsCurrent, type Database } from './store/db.ts';
-import { loadOrCreateStoredSecret } from './store/instance-secret.ts';
+import { checkKeySecret, loadOrCreateStoredSecret } from './store/instance-secret.ts';
 import { EntitlementsRepo } from './store/entitlements-repo.ts';
 import { VirtualKeysRepo } from './store/virtual-keys-repo.ts';
 import { CheckEventWriter, type CheckEvent } from './store/check-events.ts';
@@ -23,6 +23,8 @@ import { ProductsRepo } from './store/products-repo.ts';
 import { InvalidationBus } from './store/invalidation-bus.ts';
 import { AdminService } from './admin/service.ts';
 import { AdminTokens } from './admin/tokens.ts';
+import { GuessGuard } from './domain/guess-guard.ts';
+import { GuessBudgetsRepo } from './store/guess-budgets.ts';
 import { ADMIN_EVENTS, type AdminEvent } from './admin/admin-events.ts';
 import { LeasesRepo } from './leases/repo.ts';
 import { LeaseService } from './leases/service.ts';
@@ -60,7 +62,8 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
-const CHECK_PATHS = new Set(['/', '/rus/check']);
+/** The rUS check's paths (GET, HEAD), answered on plain node:http before express. */
+export const CHECK_PATHS: ReadonlySet<string> = new Set(['/', '/rus/check']);
 
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax });
@@ -90,6 +93,13 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   if (config.adminToken === undefined) logger.warn('ENTGATE_ADMIN_TOKEN is not set: the admin API accepts only admin tokens created earlier (none at first start)');
 
   const hashKey = createKeyHasher(secret);
+  if ((await checkKeySecret(db.knex, hashKey)) === 'mismatch') {
+    throw new ConfigError(
+      `invalid configuration: ${config.keySecret === undefined ? 'ENTGATE_KEY_SECRET is not set, and the secret stored in the database' : 'ENTGATE_KEY_SECRET'} ` +
+        'is not the secret this database\'s virtual keys were hashed with: every stored key would be unknown. ' +
+        'Set the secret they were made with; to keep this one and issue every key again, run `entgate key-secret accept` first.',
+    );
+  }
   const entitlements = new EntitlementsRepo(db.knex);
   const virtualKeys = new VirtualKeysRepo(db);
   const cache = new KeyCache({
@@ -125,18 +135,34 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     staleGraceMs: config.staleGraceSeconds * 1000,
   });
   logger.info({ resolvers: chain.resolverNames, failurePolicy: config.failurePolicy }, 'resolver chain ready');
-  const checkService = new CheckService({ hashKey, chain, recordEvent });
+  const guard = new GuessGuard(
+    new GuessBudgetsRepo(db.knex, { budget: config.guessBudget, windowSeconds: config.guessWindowSeconds, cooldownSeconds: config.guessCooldownSeconds }),
+    {
+      budget: config.guessBudget,
+      windowSeconds: config.guessWindowSeconds,
+      cooldownSeconds: config.guessCooldownSeconds,
+      syncMs: config.guessSyncMs,
+      maxSubjects: Math.max(10_000, config.cacheMaxEntries),
+    },
+    logger,
+  );
+  if (!guard.enabled) logger.warn('ENTGATE_GUESS_BUDGET=0: nothing limits how many virtual keys one address may try');
+  const checkService = new CheckService({ hashKey, chain, recordEvent, ...(guard.enabled && { guard }) });
   const bus = new InvalidationBus(db, logger, (change) => {
     if ('all' in change) {
       cache.clear();
       chain.clear();
       catalog.invalidate();
-    } else {
+      guard.resync();
+    } else if ('keyHashes' in change) {
       cache.evict(change.keyHashes);
       chain.evict(change.keyHashes);
+    } else {
+      for (const subject of change.guessSubjects) guard.forget(subject);
     }
   });
   await bus.start();
+  guard.start();
   const admin = new AdminService({
     knex: db.knex,
     entitlements,
@@ -210,6 +236,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     checkEvents: () => events.getStats(),
     tokenEvents: () => tokenEvents.getStats(),
     adminEvents: () => adminEvents.getStats(),
+    guard,
     knex: db.knex,
   });
   const trustedProxies = compileCidrs(config.trustedProxies);
@@ -227,6 +254,8 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     adminTokens,
     recordAdminEvent: (event) => adminEvents.record(event),
     knex: db.knex,
+    guard,
+    publish: (change) => bus.publish(change),
     logger,
     isClosing,
     stats: () => ({
@@ -276,7 +305,11 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     else if (isSesPath(path)) handleSes(req, res, path, query);
     else app(req, res);
   };
-  const server = createServer(handler);
+  // Every listener: Node itself answers 408 (too slow), 431 (headers too large) and closes
+  // connections past the cap; no 'clientError' listener, so that stays Node's behaviour.
+  const limits = serverLimits(config);
+  const server = createServer(limits, handler);
+  capConnections(server, config.maxConnections, logger, 'http');
   let httpsServer: Server | undefined;
   if (config.tlsCertFile !== undefined || config.tlsKeyFile !== undefined) {
     if (config.tlsCertFile === undefined || config.tlsKeyFile === undefined) {
@@ -290,7 +323,18 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       }
     };
     try {
-      httpsServer = createHttpsServer({ cert: read('TLS_CERT_FILE', config.tlsCertFile), key: read('TLS_KEY_FILE', config.tlsKeyFile), minVersion: 'TLSv1.2' }, handler);
+      httpsServer = createHttpsServer(
+        {
+          ...limits,
+          // A handshake that never completes holds a socket for 120 s by default.
+          handshakeTimeout: config.headersTimeoutMs,
+          cert: read('TLS_CERT_FILE', config.tlsCertFile),
+          key: read('TLS_KEY_FILE', config.tlsKeyFile),
+          minVersion: 'TLSv1.2',
+        },
+        handler,
+      );
+      capConnections(httpsServer, config.maxConnections, logger, 'https');
     } catch (err) {
       if (err instanceof ConfigError) throw err;
       throw new ConfigError(`invalid configuration: TLS_CERT_FILE / TLS_KEY_FILE: ${(err as Error).message}`);
@@ -301,7 +345,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   let metricsServer: Server | undefined;
   let metricsUrl: string | undefined;
   if (config.metricsPort !== undefined) {
-    metricsServer = createServer((req, res) => {
+    metricsServer = createServer(limits, (req, res) => {
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('only GET /metrics here\n');
         return;
@@ -314,6 +358,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
         },
       );
     });
+    capConnections(metricsServer, config.maxConnections, logger, 'metrics');
     metricsUrl = await listen(metricsServer, config.metricsPort, config.host, 'http');
   }
   let httpsUrl: string | undefined;
@@ -340,6 +385,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       await drained;
       clearTimeout(forced);
       await leases.stop();
+      await guard.stop();
       await stopRetention();
       await tokenEvents.close();
       await adminEvents.close();
@@ -353,6 +399,42 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   return { server, app, url, ...(httpsServer && httpsUrl && { httpsServer, httpsUrl }), ...(metricsUrl && { metricsUrl }), db, cache, events, chain, bus, leases, close };
 }
 
+/**
+ * Slow or idle clients cannot hold connections for long, nor large headers memory. Node checks
+ * the header and request deadlines only every `connectionsCheckingInterval` (30 s by default,
+ * which let a slow-loris connection live 40 s): here at least twice per headers timeout.
+ */
+function serverLimits(config: Config): ServerOptions {
+  return {
+    maxHeaderSize: config.maxHeaderBytes,
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(config.headersTimeoutMs / 2))),
+  };
+}
+
+/**
+ * Past `max` open connections Node closes new ones at once; warned at most once a minute. A
+ * socket with no traffic either way for two minutes is closed too: the request timeout ends
+ * when a request has arrived, so without this a client that never reads its answer would
+ * hold its socket (and its place under the concurrency cap) for ever.
+ */
+function capConnections(server: Server, max: number, logger: Logger, listener: string): void {
+  server.maxConnections = max;
+  server.timeout = 120_000;
+  let dropped = 0;
+  let quietUntil = 0;
+  server.on('drop', () => {
+    dropped++;
+    const now = Date.now();
+    if (now < quietUntil) return;
+    quietUntil = now + 60_000;
+    logger.warn({ listener, maxConnections: max, dropped }, 'ENTGATE_MAX_CONNECTIONS reached: new connections are closed at once');
+    dropped = 0;
+  });
+}
+
 /** Listens, resolves with the URL a local client can use (a wildcard address becomes loopback). */
 async function listen(server: Server, port: number, host: string, scheme: 'http' | 'https'): Promise<string> {
   await new Promise<void>((resolveListen, reject) => {
@@ -362,10 +444,6 @@ async function listen(server: Server, port: number, host: string, scheme: 'http'
       resolveListen();
     });
   });
-  // Slow or idle clients cannot hold connections for long.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
   const address = server.address() as AddressInfo;
   const bound = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return `${scheme}://${bound === '0.0.0.0' ? '127.0.0.1' : bound === '[::]' ? '[::1]' : bound}:${address.port}`;

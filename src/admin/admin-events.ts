@@ -15,7 +15,7 @@ export interface AdminEvent {
   method: string;
   /** The route as declared (`/admin/v1/virtual-keys/:id`), never the raw URL. */
   route: string;
-  /** The route's parameters (`id=7`); never a body, so never a key. */
+  /** The route's parameters (`id=7`), or what a create made (`id=8`); never a body, so never a key. */
   target: string | null;
   status: number;
   requestId: string | null;
@@ -59,7 +59,7 @@ export function recordAdminWrites(record: (e: AdminEvent) => void, trustedProxie
         tokenId: principal?.tokenId ?? null,
         method: req.method,
         route: matched?.route ?? `${base}/*`,
-        target: targetOf(matched?.params),
+        target: (res.locals.auditTarget as string | undefined) ?? targetOf(matched?.params),
         status: res.statusCode,
         requestId: (res.locals.requestId as string | undefined) ?? null,
         callerIp: callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies)?.toString() ?? null,

@@ -49,7 +49,9 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
   });
 
   r.post('/entitlements', 'write', async (req, res) => {
-    res.status(201).json(await admin.createEntitlement(validate(entitlementCreate, req.body)));
+    const created = await admin.createEntitlement(validate(entitlementCreate, req.body));
+    res.locals.auditTarget = `id=${created.id}`;
+    res.status(201).json(created);
   });
   r.get('/entitlements', 'read', async (_req, res) => {
     res.json({ items: await admin.listEntitlements() });
@@ -66,7 +68,9 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
   });
 
   r.post('/virtual-keys', 'write', async (req, res) => {
-    res.status(201).json(await admin.createVirtualKey(validate(virtualKeyCreate, req.body)));
+    const created = await admin.createVirtualKey(validate(virtualKeyCreate, req.body));
+    res.locals.auditTarget = `id=${created.id}`;
+    res.status(201).json(created);
   });
   r.post('/virtual-keys/import', 'write', async (req, res) => {
     if (typeof req.body !== 'string') {

@@ -20,6 +20,7 @@ export function adminTokenRoutes(tokens: AdminTokens, knex: Knex) {
   r.post('/admin-tokens', 'admin', async (req, res) => {
     const body = validate(adminTokenCreate, req.body);
     const created = await tokens.create(body, (res.locals.principal as Principal).name);
+    res.locals.auditTarget = `id=${created.id} name=${created.name} scopes=${created.scopes.join(',')}`;
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).json(created);
   });

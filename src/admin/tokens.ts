@@ -167,9 +167,7 @@ export class AdminTokens {
     if (enabled) {
       await enableBootstrapToken(this.knex);
     } else {
-      const admins = await this.knex('admin_tokens')
-        .whereNull('revoked_at')
-        .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', this.knex.fn.now()))
+      const admins = await this.liveTokens()
         .whereRaw("'admin' = any(scopes)")
         .count<{ n: string }[]>({ n: '*' });
       if (Number(admins[0]!.n) === 0) {
@@ -185,7 +183,14 @@ export class AdminTokens {
   }
 
   private async anyLiveToken(): Promise<boolean> {
-    return (await this.knex('admin_tokens').whereNull('revoked_at').first('id')) !== undefined;
+    return (await this.liveTokens().first('id')) !== undefined;
+  }
+
+  /** Tokens neither revoked nor expired. */
+  private liveTokens() {
+    return this.knex('admin_tokens')
+      .whereNull('revoked_at')
+      .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', this.knex.fn.now()));
   }
 
   private refuse(reason: string, code = 'unauthorized', message = 'a valid admin bearer token is required'): AppError {

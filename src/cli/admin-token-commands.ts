@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { SCOPES } from '../admin/scopes.ts';
-import { loadConfig } from '../config/load.ts';
+import { onDatabase } from './database.ts';
 import type { AdminClient } from './api-client.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
@@ -90,15 +90,9 @@ export function addAdminTokenCommands(program: Command, client: () => AdminClien
     .command('enable-bootstrap')
     .description('turn the bootstrap token on again on the database directly, when every admin token is lost (the embedded database only while the server is stopped)')
     .action(async () => {
-      const config = loadConfig();
-      const [{ openDatabase }, { enableBootstrapToken }] = await Promise.all([import('../store/db.ts'), import('../admin/tokens.ts')]);
-      const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 1 });
-      try {
-        const changed = await enableBootstrapToken(db.knex);
-        process.stdout.write(changed ? 'bootstrap token enabled\n' : 'bootstrap token was already enabled\n');
-      } finally {
-        await db.close();
-      }
+      const { enableBootstrapToken } = await import('../admin/tokens.ts');
+      const changed = await onDatabase((db) => enableBootstrapToken(db.knex));
+      process.stdout.write(changed ? 'bootstrap token enabled\n' : 'bootstrap token was already enabled\n');
     });
 
   const audit = program.commands.find((c) => c.name() === 'audit');

@@ -8,6 +8,8 @@ import { addLeaseCommands } from './lease-commands.ts';
 import { addTokenCommands } from './token-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addAdminTokenCommands } from './admin-token-commands.ts';
+import { addGuessCommands } from './guess-commands.ts';
+import { onDatabase } from './database.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
 const program = new Command('entgate')
@@ -72,15 +74,22 @@ program
   .command('migrate')
   .description('apply pending database migrations (the embedded database only while the server is stopped)')
   .action(async () => {
-    const config = loadConfig();
-    const { openDatabase, migrate } = await import('../store/db.ts');
-    const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 2 });
-    try {
-      const applied = await migrate(db);
-      process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'already current\n');
-    } finally {
-      await db.close();
-    }
+    const { migrate } = await import('../store/db.ts');
+    const applied = await onDatabase((db) => migrate(db));
+    process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'already current\n');
+  });
+
+program
+  .command('key-secret')
+  .description('the key secret (ENTGATE_KEY_SECRET) that virtual keys are hashed with')
+  .command('accept')
+  .description(
+    "accept a new key secret: the server refuses to start with a secret other than the one its stored virtual keys were hashed with; after this, the next start records the secret it has (every stored key becomes unknown: issue them again)",
+  )
+  .action(async () => {
+    const { forgetKeySecret } = await import('../store/instance-secret.ts');
+    const forgot = await onDatabase((db) => forgetKeySecret(db.knex));
+    process.stdout.write(forgot ? 'the next start accepts its key secret\n' : 'no key secret was recorded: the next start accepts its key secret\n');
   });
 
 const entitlement = program.command('entitlement').description('real entitlements (server pattern, class, key)');
@@ -295,6 +304,7 @@ addLeaseCommands(program, client, baseUrl, { positiveInt });
 addTokenCommands(program);
 addAuditCommands(program, client, positiveInt);
 addAdminTokenCommands(program, client, positiveInt);
+addGuessCommands(program, client);
 
 try {
   await program.parseAsync(process.argv);

@@ -21,6 +21,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push(`${setting.env}=${shown}: ${reason}`);
     }
   }
+  // Relations between settings each valid on its own (Node refuses a server with these reversed).
+  if (typeof out.headersTimeoutMs === 'number' && typeof out.requestTimeoutMs === 'number' && out.headersTimeoutMs > out.requestTimeoutMs) {
+    problems.push(
+      `ENTGATE_HEADERS_TIMEOUT_MS=${out.headersTimeoutMs} must not exceed ENTGATE_REQUEST_TIMEOUT_MS=${out.requestTimeoutMs} (the whole request, headers included)`,
+    );
+  }
   if (problems.length > 0) {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }

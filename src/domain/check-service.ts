@@ -5,6 +5,7 @@ import { keyHint, type KeyHasher } from './virtual-key.ts';
 import type { CheckRequest } from './types.ts';
 import type { CheckEvent } from '../store/check-events.ts';
 import type { ChainOutcome, ResolverChain } from '../resolvers/chain.ts';
+import { BLOCKED_REASON, GUESS_REASONS, type GuessGuard } from './guess-guard.ts';
 
 export type CheckAnswer = { status: 200; document: Buffer; outcome: ChainOutcome } | { status: 404; outcome: ChainOutcome };
 
@@ -12,15 +13,20 @@ export interface CheckServiceDeps {
   hashKey: KeyHasher;
   chain: ResolverChain;
   recordEvent: (event: CheckEvent) => void;
+  /** Failed-lookup budgets: a subject past its budget is denied without asking the chain. */
+  guard?: GuessGuard;
 }
+
+const BLOCKED: ChainOutcome = { granted: false, reason: BLOCKED_REASON, resolver: null, virtualKeyId: null };
 
 /** Rendered documents remembered, keyed by their content (many keys share an entitlement). */
 const DOCUMENT_CACHE_SIZE = 4096;
 
 /**
- * The rUS check, from a parsed request to an answer: hash the key, ask the resolver chain
- * (cached, with its deadline and failure policy), render the document (cached by content),
- * and record the decision. It always answers.
+ * The rUS check, from a parsed request to an answer: refuse a subject cooling down after too
+ * many unknown keys, hash the key, ask the resolver chain (cached, with its deadline and
+ * failure policy), count an unknown key against its subject, render the document (cached by
+ * content), and record the decision. It always answers.
  */
 export class CheckService {
   private readonly documents = new LRUCache<string, Buffer>({ max: DOCUMENT_CACHE_SIZE });
@@ -28,8 +34,15 @@ export class CheckService {
   constructor(private readonly deps: CheckServiceDeps) {}
 
   async check(request: CheckRequest, callerIp: string | null, startedNs: bigint): Promise<CheckAnswer> {
-    const pending = this.deps.chain.resolve(request, this.deps.hashKey(request.key));
-    const outcome = pending instanceof Promise ? await pending : pending;
+    const guard = this.deps.guard;
+    let outcome: ChainOutcome;
+    if (guard?.isBlocked(request.remoteIp, callerIp)) {
+      outcome = BLOCKED;
+    } else {
+      const pending = this.deps.chain.resolve(request, this.deps.hashKey(request.key));
+      outcome = pending instanceof Promise ? await pending : pending;
+      if (!outcome.granted && guard && GUESS_REASONS.has(outcome.reason)) guard.recordFailure(request.remoteIp, callerIp);
+    }
     const answer: CheckAnswer = outcome.granted
       ? {
           status: 200,

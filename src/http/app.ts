@@ -1,10 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { AppError } from '../errors.ts';
+import { declaredBodyLimit, MiB } from './body-limit.ts';
 import type { Logger } from '../logger.ts';
 import { adminRoutes } from '../admin/routes.ts';
 import type { AdminTokens } from '../admin/tokens.ts';
 import { adminTokenRoutes } from '../admin/token-routes.ts';
+import { guessRoutes } from '../admin/guess-routes.ts';
+import type { GuessGuard } from '../domain/guess-guard.ts';
+import type { Invalidation } from '../store/invalidation-bus.ts';
 import { recordAdminWrites, type AdminEvent } from '../admin/admin-events.ts';
 import type { Knex } from 'knex';
 import type { AdminService } from '../admin/service.ts';
@@ -14,6 +18,7 @@ import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
 import type { IpRange } from '../domain/ip.ts';
 import type { Metrics } from '../metrics.ts';
 import type { AuditRepo } from '../store/audit.ts';
+import { openApiRoute } from './openapi.ts';
 
 export interface AppDeps {
   admin: AdminService;
@@ -29,6 +34,10 @@ export interface AppDeps {
   /** Records an admin write for the admin audit trail. */
   recordAdminEvent: (event: AdminEvent) => void;
   knex: Knex;
+  /** Guessing budgets: blocks listed and lifted through the admin API. */
+  guard: GuessGuard;
+  /** Tells every instance about a change (here: a lifted guessing block). */
+  publish: (change: Invalidation) => void;
   logger: Logger;
   /** Readiness: the database answers and migrations are applied. */
   ready: () => Promise<{ ok: boolean; checks: Record<string, unknown> }>;
@@ -49,6 +58,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', ...deps.stats() });
   });
+  app.get('/openapi.json', openApiRoute(deps.logger));
   if (deps.metrics) {
     const metrics = deps.metrics;
     app.get('/metrics', async (_req, res) => {
@@ -68,12 +78,14 @@ export function createApp(deps: AppDeps): express.Express {
     '/admin/v1',
     recordAdminWrites(deps.recordAdminEvent, deps.trustedProxies),
     authenticate,
-    express.json({ limit: '1mb' }),
-    express.text({ type: 'text/csv', limit: '32mb' }),
+    declaredBodyLimit((req) => (req.is('text/csv') ? 32 * MiB : MiB)),
+    express.json({ limit: MiB }),
+    express.text({ type: 'text/csv', limit: 32 * MiB }),
     adminRoutes(deps.admin, deps.audit),
     leaseAdminRoutes(deps.leases),
     mintRoutes(deps.mint),
     adminTokenRoutes(deps.adminTokens, deps.knex),
+    guessRoutes(deps.guard, deps.publish),
   );
 
   app.use((req, _res, next) => next(new AppError(404, 'not_found', `no route for ${req.method} ${req.path}`)));

@@ -1,5 +1,6 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { AppError } from '../errors.ts';
+import { declaredBodyLimit, KiB } from '../http/body-limit.ts';
 import { requireScope, scopedRouter } from '../admin/scoped-router.ts';
 import { validate } from '../http/validate.ts';
 import { callerAddress } from '../http/caller.ts';
@@ -53,7 +54,7 @@ export function leaseRoutes(leases: LeaseService, authenticate: RequestHandler, 
     res.setHeader('Cache-Control', 'no-store');
     next();
   });
-  r.use(express.json({ limit: '64kb' }), express.text({ type: 'text/plain', limit: '64kb' }));
+  r.use(declaredBodyLimit(() => 64 * KiB), express.json({ limit: 64 * KiB }), express.text({ type: 'text/plain', limit: 64 * KiB }));
 
   r.post('/leases', async (req, res) => {
     send(res, await leases.acquire(context(req, trustedProxies), (p) => validate(acquireBody, p)));

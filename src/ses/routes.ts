@@ -40,22 +40,25 @@ function send(res: ServerResponse, result: SesResult): void {
 /** Reads a JSON body of at most 64 KiB: the parsed value, `undefined` when empty, or the refusal. */
 function readJson(req: IncomingMessage): Promise<{ value: unknown } | { refusal: SesResult }> {
   return new Promise((resolve) => {
+    // Too large: answered at once. What the client still sends is read and dropped (up to the
+    // request timeout): closing with unread data would reset the connection, and the client
+    // could lose the answer.
+    const tooLarge = () => resolve({ refusal: sesError(413, 'EntitlementDenied', 'The request body is too large.') });
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > MAX_BODY_BYTES) {
       req.resume();
-      return resolve({ refusal: sesError(413, 'EntitlementDenied', 'The request body is too large.') });
+      return tooLarge();
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = false;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) over = true;
-      else chunks.push(chunk);
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+      else if (size - chunk.length <= MAX_BODY_BYTES) tooLarge();
     });
     req.on('error', () => resolve({ refusal: sesError(400, 'EntitlementDenied', 'The request body could not be read.') }));
     req.on('end', () => {
-      if (over) return resolve({ refusal: sesError(413, 'EntitlementDenied', 'The request body is too large.') });
+      if (size > MAX_BODY_BYTES) return;
       const text = Buffer.concat(chunks).toString('utf8');
       if (text.trim() === '') return resolve({ value: undefined });
       try {
@@ -112,18 +115,26 @@ export function createSesHandler(deps: SesHandlerDeps) {
         req.resume();
         return sesError(400, 'UnsupportedApiVersion', `The api-version ${version} does not renew or release entitlements.`);
       }
-      const id = one[1]!; // a UUID needs no decoding; anything else is not found
-      if (req.method === 'DELETE') {
+      const id = one[1]!; // a UUID needs no decoding; anything else is not found, whatever the body
+      const operation = req.method === 'DELETE' ? 'release' : 'renew';
+      if (!UUID.test(id)) {
         req.resume();
-        return UUID.test(id) ? ses.release(version, id.toLowerCase(), caller) : notFound;
+        ses.recordNotFound(operation, version, id, caller, 'entitlement id is not a UUID');
+        return notFound;
+      }
+      if (operation === 'release') {
+        req.resume();
+        return ses.release(version, id.toLowerCase(), caller);
       }
       const body = await readJson(req);
-      if ('refusal' in body) return body.refusal;
-      if (!UUID.test(id)) return notFound;
+      if ('refusal' in body) {
+        ses.recordInvalid('renew', version, null, caller, 'unreadable body', id.toLowerCase());
+        return body.refusal;
+      }
       const duration = field(body.value, 'duration');
       const seconds = duration === undefined ? undefined : parseDurationSeconds(duration);
       if (seconds === undefined || seconds > MAX_DURATION_SECONDS) {
-        ses.recordInvalid('renew', version, null, caller, 'no, unparseable or too long duration');
+        ses.recordInvalid('renew', version, null, caller, 'no, unparseable or too long duration', id.toLowerCase());
         return badDuration;
       }
       return ses.renew(version, id.toLowerCase(), seconds, caller);
@@ -146,9 +157,13 @@ export function createSesHandler(deps: SesHandlerDeps) {
       ses.recordInvalid(operation, version, applicationId ?? null, caller, 'no token');
       return invalid('The token is missing.');
     }
-    if (!applicationId || applicationId.length > 256) {
+    if (!applicationId) {
       ses.recordInvalid(operation, version, null, caller, 'no applicationId');
       return invalid('The applicationId is missing.');
+    }
+    if (applicationId.length > 256) {
+      ses.recordInvalid(operation, version, applicationId.slice(0, 256), caller, 'applicationId longer than 256 characters');
+      return invalid('The applicationId is longer than 256 characters.');
     }
     let durationSeconds: number | undefined;
     if (kind === 'latest') {

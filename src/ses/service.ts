@@ -175,9 +175,24 @@ export class SesService {
     return { status: 204 };
   }
 
-  /** Records a request refused before any token was read (bad api-version, body, duration). */
-  recordInvalid(operation: TokenEvent['operation'], apiVersion: string | null, applicationId: string | null, caller: IpAddress | undefined, reason: string): void {
-    this.record({ operation, apiVersion, tokenId: null, applicationId, caller, outcome: 'invalid', reason, entitlementId: null, started: process.hrtime.bigint() });
+  /**
+   * Records a renew or release of an id that cannot name an entitlement (not a UUID): answered
+   * 404 like an unknown one. The id as given, cut at 100 characters.
+   */
+  recordNotFound(operation: 'renew' | 'release', apiVersion: string, id: string, caller: IpAddress | undefined, reason: string): void {
+    this.record({ operation, apiVersion, tokenId: null, applicationId: null, caller, outcome: 'not_found', reason, entitlementId: id.slice(0, 100), started: process.hrtime.bigint() });
+  }
+
+  /** Records a request refused before any token was read (bad body, applicationId, duration); a renew names its entitlement. */
+  recordInvalid(
+    operation: TokenEvent['operation'],
+    apiVersion: string | null,
+    applicationId: string | null,
+    caller: IpAddress | undefined,
+    reason: string,
+    entitlementId: string | null = null,
+  ): void {
+    this.record({ operation, apiVersion, tokenId: null, applicationId, caller, outcome: 'invalid', reason, entitlementId, started: process.hrtime.bigint() });
   }
 
   private record(e: {

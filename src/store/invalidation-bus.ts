@@ -1,7 +1,11 @@
 import type { Logger } from '../logger.ts';
 import type { Database } from './db.ts';
 
-export type Invalidation = { keyHashes: string[] } | { all: true };
+/**
+ * What changed: keys (by hash), everything, or subjects whose guessing block an admin lifted
+ * (`guessSubjects`, for the guessing budgets rather than the caches).
+ */
+export type Invalidation = { keyHashes: string[] } | { all: true } | { guessSubjects: string[] };
 
 const CHANNEL = 'entgate_invalidate';
 /** PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; beyond this, say "everything". */
@@ -43,7 +47,7 @@ export class InvalidationBus {
   /** Applies the change here, then tells the other processes. Never throws. */
   publish(change: Invalidation): void {
     this.apply(change);
-    let payload = JSON.stringify('all' in change ? { all: true } : { k: change.keyHashes });
+    let payload = JSON.stringify('all' in change ? { all: true } : 'keyHashes' in change ? { k: change.keyHashes } : { g: change.guessSubjects });
     if (payload.length > MAX_PAYLOAD) payload = JSON.stringify({ all: true });
     this.db.knex.raw('select pg_notify(?, ?)', [CHANNEL, payload]).catch((err: Error) => {
       this.logger.error({ err: err.message }, 'could not publish an invalidation; other processes see the change when their cache entries expire');
@@ -57,9 +61,10 @@ export class InvalidationBus {
 
 function parse(payload: string): Invalidation | undefined {
   try {
-    const m = JSON.parse(payload) as { all?: unknown; k?: unknown };
+    const m = JSON.parse(payload) as { all?: unknown; k?: unknown; g?: unknown };
     if (m.all === true) return { all: true };
     if (Array.isArray(m.k) && m.k.every((h) => typeof h === 'string')) return { keyHashes: m.k as string[] };
+    if (Array.isArray(m.g) && m.g.every((h) => typeof h === 'string')) return { guessSubjects: m.g as string[] };
   } catch {
     // fall through
   }

@@ -1,29 +1,14 @@
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, rmSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tempDir } from '../helpers/databases.ts';
-import { ADMIN_TOKEN } from '../helpers/service.ts';
 import { spawn } from 'node:child_process';
-import { ENTGATE_BIN, REPO_ROOT, runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
+import { ENTGATE_BIN, REPO_ROOT, cliServerFixture, runCli } from '../helpers/process.ts';
 
 /** The `entgate` CLI as an admin uses it, against `entgate serve` running as a real process. */
 describe('entgate CLI against a running server', () => {
-  let dir: string;
-  let server: ServerProcess;
-  let env: Record<string, string>;
-  const cli = async (...args: string[]) => runCli(args, env);
-  const check = async (query: string) => fetch(`${server.url}/?${query}`);
-
-  before(async () => {
-    dir = tempDir();
-    server = await startServerProcess({ DATA_DIR: join(dir, 'data'), ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN });
-    env = { ENTGATE_URL: server.url, ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN };
-  });
-  after(async () => {
-    await server?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const fx = cliServerFixture();
+  const { cli, check } = fx;
 
   it('maps keys end to end: entitlement add, vkey add, check, revoke', async () => {
     const ent = await cli('entitlement', 'add', '--server', 'rm.example.com', '--key', 'realkey-1', '--class', 'myProduct');
@@ -46,51 +31,10 @@ describe('entgate CLI against a running server', () => {
     assert.equal((await check('server=rm.example.com;key=cust-0001;remote_ip=192.168.1.20')).status, 404);
   });
 
-  it('creates scoped admin tokens, uses them, turns the bootstrap token off and back on, and shows the admin audit', async () => {
-    const made = await cli('admin-token', 'create', 'cli-reader', '--scope', 'read', '--expires', '30d');
-    assert.equal(made.code, 0, made.stderr);
-    assert.match(made.stdout, /^egt_[A-Za-z0-9_-]{43}\n$/);
-    assert.match(made.stderr, /'cli-reader' \(read, expires 20\d\d-/);
-    const reader = { ...env, ENTGATE_ADMIN_TOKEN: made.stdout.trim() };
-    const who = await runCli(['admin-token', 'whoami'], reader);
-    assert.deepEqual([who.code, who.stdout], [0, 'cli-reader: read\n'], who.stderr);
-    assert.equal((await runCli(['entitlement', 'list'], reader)).code, 0);
-    const refused = await runCli(['entitlement', 'add', '--server', 'x.example.com', '--key', 'k'], reader);
-    assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /^entgate: this token may not do that: it needs one of the scopes write \(insufficient_scope\)\n$/);
-
-    const admin = (await cli('admin-token', 'create', 'cli-admin', '--scope', 'admin')).stdout.trim();
-    const asAdmin = { ...env, ENTGATE_ADMIN_TOKEN: admin };
-    assert.deepEqual((await runCli(['admin-token', 'bootstrap', '--disable'], asAdmin)).stdout, 'bootstrap token: disabled\n');
-    const off = await cli('entitlement', 'list');
-    assert.equal(off.code, 1);
-    assert.match(off.stderr, /bootstrap_token_disabled/);
-    assert.deepEqual((await runCli(['admin-token', 'bootstrap', '--enable'], asAdmin)).stdout, 'bootstrap token: enabled\n');
-
-    const listed = await cli('admin-token', 'list', '--json');
-    const names = (JSON.parse(listed.stdout) as { name: string; token?: string }[]).map((t) => [t.name, t.token]);
-    assert.deepEqual(names, [['cli-reader', undefined], ['cli-admin', undefined]]);
-    assert.equal((await cli('admin-token', 'revoke', 'cli-reader')).code, 0);
-    assert.equal((await runCli(['entitlement', 'list'], reader)).code, 1);
-    const bad = await cli('admin-token', 'create', 'x', '--scope', 'read', '--expires', 'tomorrow');
-    assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /^entgate: --expires takes a date/);
-
-    const events = await cli('audit', 'admin', '--actor', 'cli-admin', '--json');
-    assert.equal(events.code, 0, events.stderr);
-    assert.deepEqual(
-      (JSON.parse(events.stdout) as { method: string; route: string; status: number }[]).map((e) => [e.method, e.route, e.status]),
-      [
-        ['PUT', '/admin/v1/bootstrap-token', 200],
-        ['PUT', '/admin/v1/bootstrap-token', 200],
-      ],
-    );
-  });
-
   it('manages pools, leases, client keys and a virtual key\'s seats', async () => {
     const created = await cli('pool', 'create', 'cli-pool', '--seats', '2', '--ttl', '30', '--heartbeat', '5');
     assert.deepEqual([created.code, created.stdout], [0, 'created pool cli-pool (2 seats)\n'], created.stderr);
-    const lease = await fetch(`${server.url}/v1/leases`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ pool: 'cli-pool', clientId: 'ws-1' }) });
+    const lease = await fetch(`${fx.server.url}/v1/leases`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ pool: 'cli-pool', clientId: 'ws-1' }) });
     const { leaseId } = (await lease.json()) as { leaseId: string };
     const listed = await cli('pool', 'list');
     assert.match(listed.stdout, /^name\s+seats\s+inUse.*\ncli-pool\s+2\s+1\s+30\s+3600\s+5\s+false\n/);
@@ -107,14 +51,14 @@ describe('entgate CLI against a running server', () => {
     assert.deepEqual([nothing.code, nothing.stderr.split('\n').length], [1, 2]);
     assert.equal((await cli('pool', 'delete', 'cli-pool')).code, 0);
 
-    const keyFile = join(dir, 'client.asc');
+    const keyFile = join(fx.dir, 'client.asc');
     const { generateKey } = await import('openpgp');
     writeFileSync(keyFile, (await generateKey({ userIDs: [{ name: 'cli' }], format: 'armored' })).publicKey);
     const added = await cli('client-key', 'add', 'ws-1', keyFile);
     assert.match(added.stdout, /^[0-9a-f]{40,64}\n$/, added.stderr);
     assert.match((await cli('client-key', 'list', '--client-id', 'ws-1')).stdout, /ws-1\s+[0-9a-f]{40}/);
     assert.equal((await cli('client-key', 'delete', added.stdout.trim())).code, 0);
-    assert.match((await cli('client-key', 'add', 'ws-1', join(dir, 'missing.asc'))).stderr, /^entgate: cannot read .*missing\.asc: ENOENT\n$/);
+    assert.match((await cli('client-key', 'add', 'ws-1', join(fx.dir, 'missing.asc'))).stderr, /^entgate: cannot read .*missing\.asc: ENOENT\n$/);
 
     const ent = await cli('entitlement', 'add', '--server', 'rm.example.com', '--key', 'realkey-leases');
     const vk = await cli('vkey', 'add', '--entitlement', ent.stdout.trim(), '--key', 'cust-seats', '--max-leases', '2', '--json');
@@ -143,7 +87,7 @@ describe('entgate CLI against a running server', () => {
 
     const follow = spawn(process.execPath, [ENTGATE_BIN, 'audit', '--follow', '--json', '--server', 'audit.example.com', '--limit', '1'], {
       cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', ...env },
+      env: { PATH: process.env.PATH ?? '', ...fx.env },
     });
     let out = '';
     let err = '';
@@ -196,8 +140,8 @@ describe('entgate CLI against a running server', () => {
 
   it('imports a CSV file all or nothing, naming the bad line', async () => {
     const ent = JSON.parse((await cli('entitlement', 'add', '--server', '*', '--key', 'realkey-4', '--json')).stdout);
-    const good = join(dir, 'good.csv');
-    const bad = join(dir, 'bad.csv');
+    const good = join(fx.dir, 'good.csv');
+    const bad = join(fx.dir, 'bad.csv');
     writeFileSync(good, `key,entitlement_id,customer_ref\ncsv-1,${ent.id},A\ncsv-2,${ent.id},B\n`);
     writeFileSync(bad, `key,entitlement_id\ncsv-3,${ent.id}\ncsv-4,${ent.id}\ncsv-3,${ent.id}\n`);
 
@@ -212,7 +156,7 @@ describe('entgate CLI against a running server', () => {
     assert.equal(done.stdout, 'imported 2 virtual keys\n');
     assert.equal((await check('server=h;key=csv-2')).status, 200);
 
-    const missing = await cli('vkey', 'import', join(dir, 'nope.csv'));
+    const missing = await cli('vkey', 'import', join(fx.dir, 'nope.csv'));
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /^entgate: cannot read .*nope\.csv: ENOENT\n$/);
   });
@@ -236,10 +180,10 @@ describe('entgate CLI against a running server', () => {
   });
 
   it('reports a wrong token or an unreachable server clearly', async () => {
-    const wrong = await runCli(['entitlement', 'list'], { ENTGATE_URL: server.url, ENTGATE_ADMIN_TOKEN: 'not-the-right-token' });
+    const wrong = await runCli(['entitlement', 'list'], { ENTGATE_URL: fx.server.url, ENTGATE_ADMIN_TOKEN: 'not-the-right-token' });
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /^entgate: a valid admin bearer token is required \(unauthorized\)\n$/);
-    const down = await runCli(['entitlement', 'list'], { ENTGATE_URL: 'http://127.0.0.1:9', ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN });
+    const down = await runCli(['entitlement', 'list'], { ...fx.env, ENTGATE_URL: 'http://127.0.0.1:9' });
     assert.notEqual(down.code, 0);
     assert.match(down.stderr, /^entgate: cannot reach entgate at http:\/\/127\.0\.0\.1:9: ECONNREFUSED\n$/);
   });

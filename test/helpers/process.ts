@@ -1,6 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, after } from 'node:test';
+import { tempDir } from './databases.ts';
+import { ADMIN_TOKEN } from './service.ts';
 
 export const ENTGATE_BIN = fileURLToPath(new URL('../../src/cli/entgate.js', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -82,4 +87,37 @@ export function runCli(args: string[], env: Record<string, string>, input?: stri
     child.on('exit', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(input ?? '');
   });
+}
+
+/**
+ * `entgate serve` as a real process (embedded database, the test admin token) for the
+ * surrounding `describe`, with the CLI pointed at it: `const fx = cliServerFixture()`, then
+ * `fx.cli(...)`, `fx.check(query)`, `fx.server`, `fx.dir` (a temporary directory), `fx.env`.
+ */
+export function cliServerFixture() {
+  let dir = '';
+  let server: ServerProcess | undefined;
+  let env: Record<string, string> = {};
+  before(async () => {
+    dir = tempDir();
+    server = await startServerProcess({ DATA_DIR: join(dir, 'data'), ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN });
+    env = { ENTGATE_URL: server.url, ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN };
+  });
+  after(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    get dir() {
+      return dir;
+    },
+    get server() {
+      return server!;
+    },
+    get env() {
+      return env;
+    },
+    cli: (...args: string[]) => runCli(args, env),
+    check: (query: string) => fetch(`${server!.url}/?${query}`),
+  };
 }

@@ -207,6 +207,9 @@ for (const target of databaseTargets) {
         ],
       );
       assert.equal(byWriter.find((e) => e.method === 'PATCH')!.target, `id=${ent.body.id}`);
+      assert.equal(byWriter.find((e) => e.route === '/admin/v1/entitlements')!.target, `id=${ent.body.id}`);
+      const created = items.find((e) => e.route === '/admin/v1/admin-tokens' && e.status === 201 && String(e.target).includes('name=audited-writer'));
+      assert.match(String(created?.target), /^id=\d+ name=audited-writer scopes=write$/);
       assert.ok(byWriter.every((e) => typeof e.requestId === 'string' && e.callerIp === '127.0.0.1'));
       const anonymous = items.find((e) => e.requestId === 'anonymous-write-1');
       assert.equal(anonymous?.actor, null);

@@ -1,5 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
 import { startTestService, AUTH } from '../helpers/service.ts';
@@ -182,6 +183,83 @@ for (const target of databaseTargets) {
       assert.deepEqual((await post(`/softwareEntitlements/${unknown}?api-version=${LATEST}`, { duration: 'PT1M' })).body.code, 'NotFound');
       assert.equal((await api().delete(`/softwareEntitlements/${unknown}?api-version=${LATEST}`)).status, 404);
       assert.equal((await api().delete(`/softwareEntitlements/not-an-id?api-version=${LATEST}`)).status, 404);
+    });
+
+    it('answers 404 to renew of an id that is not a UUID before reading its body, as release does', async () => {
+      for (const [body, why] of [
+        [{ duration: 'PT1M' }, 'a good body'],
+        ['{"duration":', 'a body that is not JSON'],
+        [{ duration: 'PT1M', pad: 'x'.repeat(70_000) }, 'a body over 64 KiB'],
+        ['', 'no body'],
+      ] as const) {
+        for (const id of ['not-an-id', `entitlement-${randomUUID()}`]) {
+          const res = await post(`/softwareEntitlements/${id}?api-version=${LATEST}`, body);
+          assert.deepEqual([res.status, res.body.code], [404, 'NotFound'], `${id} with ${why}: ${JSON.stringify(res.body)}`);
+        }
+      }
+      // A UUID's body is still read first: a bad one is refused before the entitlement is looked up.
+      const unknown = await post(`/softwareEntitlements/${randomUUID()}?api-version=${LATEST}`, '{"duration":');
+      assert.deepEqual([unknown.status, unknown.body.code], [400, 'EntitlementDenied']);
+    });
+
+    it('audits every renew and release, also those refused for their body or for an id that is not a UUID', async () => {
+      const acquired = await post(`/softwareEntitlements?api-version=${LATEST}`, { token: await good(), applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const id = acquired.body.entitlementId as string;
+      const renew = `/softwareEntitlements/${id}?api-version=${LATEST}`;
+      const tooLarge = await post(renew, { duration: 'PT1M', pad: 'x'.repeat(70_000) });
+      assert.deepEqual([tooLarge.status, tooLarge.body.code], [413, 'EntitlementDenied']);
+      const notJson = await post(renew, '{"duration":');
+      assert.deepEqual([notJson.status, notJson.body.code], [400, 'EntitlementDenied']);
+      const badRenew = `not-a-uuid-${randomUUID()}`;
+      const badRelease = `entitlement-${randomUUID()}`;
+      assert.equal((await post(`/softwareEntitlements/${badRenew}?api-version=${LATEST}`, { duration: 'PT1M' })).status, 404);
+      assert.equal((await api().delete(`/softwareEntitlements/${badRelease}?api-version=${LATEST}`)).status, 404);
+
+      const summary = (rows: Record<string, unknown>[]) =>
+        rows
+          .filter((r) => r.entitlement_id === id || r.entitlement_id === badRenew || r.entitlement_id === badRelease)
+          .map((r) => [r.operation, r.entitlement_id === id ? 'acquired' : r.entitlement_id === badRenew ? 'badRenew' : 'badRelease', r.outcome, r.reason, r.api_version])
+          .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+      const expected = [
+        ['acquire', 'acquired', 'approved', null, LATEST],
+        ['release', 'badRelease', 'not_found', 'entitlement id is not a UUID', LATEST],
+        ['renew', 'acquired', 'invalid', 'unreadable body', LATEST],
+        ['renew', 'acquired', 'invalid', 'unreadable body', LATEST],
+        ['renew', 'badRenew', 'not_found', 'entitlement id is not a UUID', LATEST],
+      ];
+      let got: unknown[] = [];
+      for (let i = 0; i < 100; i++) {
+        got = summary(await events());
+        if (got.length >= expected.length) break;
+        await sleep(50);
+      }
+      assert.deepEqual(got, expected);
+    });
+
+    it('refuses an applicationId over 256 characters as too long, not as missing, and audits why', async () => {
+      const token = await good();
+      const long = `long-${randomUUID()}`.padEnd(257, 'x');
+      for (const [version, extra] of [[V1, {}], [V2, {}], [LATEST, { duration: 'PT1M' }]] as const) {
+        const res = await post(`/softwareEntitlements?api-version=${version}`, { token, applicationId: long, ...extra });
+        assert.equal(res.status, 400, JSON.stringify(res.body));
+        assert.deepEqual(res.body, { code: 'EntitlementDenied', message: { lang: 'en-us', value: 'The applicationId is longer than 256 characters.' } });
+      }
+      // 256 characters is not too long: this token does not entitle it, so it is denied.
+      denied(await post(`/softwareEntitlements?api-version=${V1}`, { token, applicationId: long.slice(0, 256) }), long.slice(0, 256));
+      const missing = await post(`/softwareEntitlements?api-version=${V1}`, { token, applicationId: '' });
+      assert.equal(missing.body.message.value, 'The applicationId is missing.');
+
+      let rows: Record<string, unknown>[] = [];
+      for (let i = 0; i < 100 && rows.length < 3; i++) {
+        rows = (await events()).filter((r) => r.reason === 'applicationId longer than 256 characters' && r.application_id === long.slice(0, 256));
+        if (rows.length < 3) await sleep(50);
+      }
+      assert.deepEqual(rows.map((r) => [r.operation, r.outcome, r.api_version]), [
+        ['approve', 'invalid', V1],
+        ['approve', 'invalid', V2],
+        ['acquire', 'invalid', LATEST],
+      ]);
     });
 
     it('lets an unrenewed entitlement expire, and holds an application to the seats an admin set', async () => {

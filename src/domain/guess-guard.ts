@@ -1,0 +1,207 @@
+import { LRUCache } from 'lru-cache';
+import type { Logger } from '../logger.ts';
+import { parseIp } from './ip.ts';
+import type { BudgetState, GuessBlock, GuessBudgetsRepo, GuessLimits } from '../store/guess-budgets.ts';
+
+/**
+ * Denials that say "no such key": what a guesser gets. A known key refused for another reason
+ * (revoked, expired, another network, an inactive CRM customer) is not a guess, and a grant
+ * never counts. A plugin that does not know a key should pass (the chain then denies with
+ * `unknown_key`) or deny with `unknown_key`.
+ */
+export const GUESS_REASONS: ReadonlySet<string> = new Set(['unknown_key', 'crm_unknown_customer']);
+export const BLOCKED_REASON = 'guess_budget_exceeded';
+
+export interface GuessGuardOptions extends GuessLimits {
+  /** How often failures are written and other instances' blocks read. */
+  syncMs: number;
+  /** Most subjects tracked in memory (least recently used forgotten first). */
+  maxSubjects: number;
+}
+
+/**
+ * Whose failures count together: the client address Conary passes in `remote_ip` (an IPv6
+ * address by its /64, which one client usually holds whole), else the calling rUS host.
+ */
+export function guessSubject(remoteIp: string | undefined, callerIp: string | null): string | undefined {
+  const ip = remoteIp !== undefined ? parseIp(remoteIp) : undefined;
+  if (ip) {
+    if (ip.kind() === 'ipv4') return ip.toString();
+    const parts = (ip as import('ipaddr.js').IPv6).parts.slice(0, 4);
+    return `${parts.map((p) => p.toString(16)).join(':')}::/64`;
+  }
+  return callerIp === null ? undefined : `caller ${callerIp}`;
+}
+
+/**
+ * Failed-lookup budgets against key guessing. Past `budget` unknown keys from one subject
+ * within `windowSeconds`, the subject is denied for `cooldownSeconds` without the resolvers
+ * being asked. Counting is shared through PostgreSQL: each process counts locally (and blocks
+ * at once when its own count and the last shared count reach the budget), writes its failures
+ * every `syncMs` in one statement, and reads the blocks other processes set. The check path
+ * only reads a map; with no subject blocked it does not even compute the subject.
+ */
+export class GuessGuard {
+  /** subject -> end of cool-down (local clock, ms). */
+  private readonly blocked = new Map<string, number>();
+  /** Failures not yet written. */
+  private pending = new Map<string, number>();
+  /** The shared count of the current window as last read, and when that window ends (local ms). */
+  private readonly shared: LRUCache<string, { failures: number; windowEnds: number }>;
+  private timer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+  private lastSync: number | undefined;
+  private lastTidy = Date.now();
+  private fullResync = true;
+  readonly stats = { blocksStarted: 0, refused: 0 };
+
+  constructor(
+    private readonly repo: GuessBudgetsRepo,
+    private readonly options: GuessGuardOptions,
+    private readonly logger: Logger,
+  ) {
+    this.shared = new LRUCache({ max: Math.max(1, options.maxSubjects) });
+  }
+
+  get enabled(): boolean {
+    return this.options.budget > 0;
+  }
+
+  /** Subjects cooling down, as this process knows them. */
+  get blockedCount(): number {
+    this.dropEnded(Date.now());
+    return this.blocked.size;
+  }
+
+  start(): void {
+    if (!this.enabled) return;
+    this.timer = setInterval(() => void this.sync(), this.options.syncMs).unref();
+    void this.sync();
+  }
+
+  /** True when this subject is cooling down: answer without asking the resolvers. */
+  isBlocked(remoteIp: string | undefined, callerIp: string | null): boolean {
+    if (this.blocked.size === 0) return false;
+    const subject = guessSubject(remoteIp, callerIp);
+    if (subject === undefined) return false;
+    const until = this.blocked.get(subject);
+    if (until === undefined) return false;
+    if (until <= Date.now()) {
+      this.blocked.delete(subject);
+      return false;
+    }
+    this.stats.refused++;
+    return true;
+  }
+
+  /** Counts one unknown key against its subject. */
+  recordFailure(remoteIp: string | undefined, callerIp: string | null): void {
+    if (!this.enabled) return;
+    const subject = guessSubject(remoteIp, callerIp);
+    if (subject === undefined) return;
+    const pending = (this.pending.get(subject) ?? 0) + 1;
+    // A flood of distinct subjects: write early rather than grow without bound.
+    if (!this.pending.has(subject) && this.pending.size >= this.options.maxSubjects) void this.sync();
+    this.pending.set(subject, pending);
+    const now = Date.now();
+    const shared = this.shared.get(subject);
+    const base = shared && shared.windowEnds > now ? shared.failures : 0;
+    if (base + pending >= this.options.budget && !this.blocked.has(subject)) {
+      this.block(subject, now + this.options.cooldownSeconds * 1000, base + pending);
+      void this.sync();
+    }
+  }
+
+  /** Lifts a subject's block here and forgets its counts (the caller clears the shared row). */
+  forget(subject: string): void {
+    this.blocked.delete(subject);
+    this.pending.delete(subject);
+    this.shared.delete(subject);
+  }
+
+  /**
+   * After a lost invalidation channel (a lifted block may have gone unheard): at the next sync,
+   * read every block again and keep only those the database has.
+   */
+  resync(): void {
+    this.fullResync = true;
+  }
+
+  listBlocks(): Promise<GuessBlock[]> {
+    return this.repo.listBlocks();
+  }
+
+  clear(subject: string): Promise<boolean> {
+    return this.repo.clear(subject);
+  }
+
+  /** Writes pending failures and reads blocks; one at a time; failures logged, never thrown. */
+  sync(): Promise<void> {
+    this.syncing ??= this.doSync()
+      .catch((err: Error) => this.logger.warn({ err: err.message }, 'guessing budgets not synchronised; counting locally until the database answers'))
+      .finally(() => {
+        this.syncing = undefined;
+      });
+    return this.syncing;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.syncing;
+    if (this.enabled && this.pending.size > 0) await this.sync();
+  }
+
+  private async doSync(): Promise<void> {
+    const started = Date.now();
+    const batch = this.pending;
+    this.pending = new Map();
+    try {
+      this.learn(await this.repo.addFailures(batch), started);
+    } catch (err) {
+      // Keep the counts for the next try.
+      for (const [s, n] of batch) this.pending.set(s, (this.pending.get(s) ?? 0) + n);
+      throw err;
+    }
+    // Blocks set by other processes since the last look (with a margin for slow statements).
+    const full = this.fullResync || this.lastSync === undefined;
+    const blocks = await this.repo.blockedSince(full ? undefined : started - this.lastSync! + 2 * this.options.syncMs + 1000);
+    this.fullResync = false;
+    if (full) {
+      const current = new Set(blocks.map((b) => b.subject));
+      for (const subject of this.blocked.keys()) if (!current.has(subject)) this.blocked.delete(subject);
+    }
+    this.learn(blocks, started);
+    this.dropEnded(Date.now());
+    this.lastSync = started;
+    if (started - this.lastTidy > 60_000) {
+      this.lastTidy = started;
+      await this.repo.tidy();
+    }
+  }
+
+  private dropEnded(now: number): void {
+    for (const [subject, until] of this.blocked) if (until <= now) this.blocked.delete(subject);
+  }
+
+  private learn(states: BudgetState[], now: number): void {
+    for (const s of states) {
+      if (s.windowLeftMs > 0) this.shared.set(s.subject, { failures: s.failures, windowEnds: now + s.windowLeftMs });
+      if (s.blockedLeftMs !== null && s.blockedLeftMs > 0) {
+        const until = now + s.blockedLeftMs;
+        if ((this.blocked.get(s.subject) ?? 0) < until) {
+          if (!this.blocked.has(s.subject)) this.block(s.subject, until, s.failures);
+          else this.blocked.set(s.subject, until);
+        }
+      }
+    }
+  }
+
+  private block(subject: string, until: number, failures: number): void {
+    this.blocked.set(subject, until);
+    this.stats.blocksStarted++;
+    this.logger.warn(
+      { subject, failures, cooldownSeconds: Math.round((until - Date.now()) / 1000) },
+      'unknown virtual keys past the budget: this address is refused for its cool-down',
+    );
+  }
+}
