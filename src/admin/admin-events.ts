@@ -17,6 +17,7 @@ export interface AdminEvent {
   route: string;
   /** The route's parameters (`id=7`), or what a create made (`id=8`); never a body, so never a key. */
   target: string | null;
+  /** The answer's status; 499 when the client went away before it was sent. */
   status: number;
   requestId: string | null;
   callerIp: string | null;
@@ -50,7 +51,9 @@ export function recordAdminWrites(record: (e: AdminEvent) => void, trustedProxie
   return (req, res, next) => {
     if (READS.has(req.method)) return next();
     const base = req.baseUrl;
-    res.once('finish', () => {
+    // 'close' also follows an answer cut off (the client went away): a write may have been
+    // done all the same, so it is recorded, with status 499 when no answer was sent.
+    res.once('close', () => {
       const principal = res.locals.principal as Principal | undefined;
       const matched = res.locals.matchedRoute as MatchedRoute | undefined;
       record({
@@ -60,7 +63,7 @@ export function recordAdminWrites(record: (e: AdminEvent) => void, trustedProxie
         method: req.method,
         route: matched?.route ?? `${base}/*`,
         target: (res.locals.auditTarget as string | undefined) ?? targetOf(matched?.params),
-        status: res.statusCode,
+        status: res.writableFinished ? res.statusCode : 499,
         requestId: (res.locals.requestId as string | undefined) ?? null,
         callerIp: callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies)?.toString() ?? null,
       });

@@ -44,8 +44,9 @@ export function guessSubject(remoteIp: string | undefined, callerIp: string | nu
 export class GuessGuard {
   /** subject -> end of cool-down (local clock, ms). */
   private readonly blocked = new Map<string, number>();
-  /** Failures not yet written. */
+  /** Failures not yet written, and those being written now (counted until the answer is learnt). */
   private pending = new Map<string, number>();
+  private writing = new Map<string, number>();
   /** The shared count of the current window as last read, and when that window ends (local ms). */
   private readonly shared: LRUCache<string, { failures: number; windowEnds: number }>;
   private timer: NodeJS.Timeout | undefined;
@@ -53,6 +54,7 @@ export class GuessGuard {
   private lastSync: number | undefined;
   private lastTidy = Date.now();
   private fullResync = true;
+  private lastFailureLog = 0;
   readonly stats = { blocksStarted: 0, refused: 0 };
 
   constructor(
@@ -105,7 +107,7 @@ export class GuessGuard {
     this.pending.set(subject, pending);
     const now = Date.now();
     const shared = this.shared.get(subject);
-    const base = shared && shared.windowEnds > now ? shared.failures : 0;
+    const base = (shared && shared.windowEnds > now ? shared.failures : 0) + (this.writing.get(subject) ?? 0);
     if (base + pending >= this.options.budget && !this.blocked.has(subject)) {
       this.block(subject, now + this.options.cooldownSeconds * 1000, base + pending);
       void this.sync();
@@ -138,7 +140,13 @@ export class GuessGuard {
   /** Writes pending failures and reads blocks; one at a time; failures logged, never thrown. */
   sync(): Promise<void> {
     this.syncing ??= this.doSync()
-      .catch((err: Error) => this.logger.warn({ err: err.message }, 'guessing budgets not synchronised; counting locally until the database answers'))
+      .catch((err: Error) => {
+        // Every sync fails while the database is away: say so once a minute, not twice a second.
+        const now = Date.now();
+        if (now - this.lastFailureLog < 60_000) return;
+        this.lastFailureLog = now;
+        this.logger.warn({ err: err.message }, 'guessing budgets not synchronised; counting locally until the database answers');
+      })
       .finally(() => {
         this.syncing = undefined;
       });
@@ -155,12 +163,15 @@ export class GuessGuard {
     const started = Date.now();
     const batch = this.pending;
     this.pending = new Map();
+    this.writing = batch;
     try {
       this.learn(await this.repo.addFailures(batch), started);
     } catch (err) {
       // Keep the counts for the next try.
       for (const [s, n] of batch) this.pending.set(s, (this.pending.get(s) ?? 0) + n);
       throw err;
+    } finally {
+      this.writing = new Map();
     }
     // Blocks set by other processes since the last look (with a margin for slow statements).
     const full = this.fullResync || this.lastSync === undefined;

@@ -35,7 +35,14 @@ describe('two entgate processes on one PostgreSQL', { skip: pgTarget ? false : '
 
   before(async () => {
     db = await pgTarget!.create();
-    const env = { ...db.env, ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN, ENTGATE_CACHE_TTL_SECONDS: '60' };
+    const env = {
+      ...db.env,
+      ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN,
+      ENTGATE_CACHE_TTL_SECONDS: '60',
+      ENTGATE_GUESS_BUDGET: '6',
+      ENTGATE_GUESS_COOLDOWN_SECONDS: '3',
+      ENTGATE_GUESS_SYNC_MS: '100',
+    };
     a = await startServerProcess(env);
     b = await startServerProcess(env);
     entitlementId = (await admin(a.url, 'POST', '/entitlements', { server: 'rm.example.com', key: 'REAL' })).body.id;
@@ -78,5 +85,35 @@ describe('two entgate processes on one PostgreSQL', { skip: pgTarget ? false : '
     await waitForStatus(b.url, 'after-key', 200, 1000);
     assert.equal((await admin(a.url, 'PATCH', `/virtual-keys/${again.body.id}`, { status: 'suspended' })).status, 200);
     assert.ok((await waitForStatus(b.url, 'after-key', 404, 1000)) < 1000);
+  });
+
+  it('shares guessing budgets: misses on both add up, both refuse, both lift the block', async () => {
+    await admin(a.url, 'POST', '/virtual-keys', { entitlementId, key: 'budget-good-key' });
+    const at = (url: string, key: string) => fetch(`${url}/?server=rm.example.com;key=${key};remote_ip=203.0.113.50`).then((r) => r.status);
+    const refusedOn = async (url: string, limitMs: number) => {
+      const started = Date.now();
+      while ((await at(url, 'budget-good-key')) !== 404) {
+        if (Date.now() - started > limitMs) return false;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return true;
+    };
+    // Three misses on each: neither process alone reaches the budget of six.
+    for (let i = 0; i < 3; i++) assert.equal(await at(a.url, `miss-a-${i}`), 404);
+    for (let i = 0; i < 3; i++) assert.equal(await at(b.url, `miss-b-${i}`), 404);
+    assert.ok(await refusedOn(a.url, 2000), 'a refuses within 2 s');
+    assert.ok(await refusedOn(b.url, 2000), 'b refuses within 2 s');
+    // Another address is served as usual.
+    const other = await fetch(`${b.url}/?server=rm.example.com;key=budget-good-key;remote_ip=203.0.113.51`);
+    assert.equal(other.status, 200);
+    // Lifted through a: b serves the address again within a second (the invalidation channel).
+    const lifted = await fetch(`${a.url}/admin/v1/guess-blocks/203.0.113.50`, { method: 'DELETE', headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert.equal(lifted.status, 204);
+    const started = Date.now();
+    while ((await at(b.url, 'budget-good-key')) !== 200) {
+      assert.ok(Date.now() - started < 1000, 'b still refuses 1 s after the block was lifted');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(await at(a.url, 'budget-good-key'), 200);
   });
 });
