@@ -27,7 +27,7 @@ const SOLO = /(multi-process|leases)\.test\.ts$/;
 const run = (list, n) =>
   list.length === 0
     ? 0
-    : (spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${n}`, '--test-timeout=120000', ...list], { stdio: 'inherit' })
+    : (spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${n}`, '--test-timeout=300000', ...list], { stdio: 'inherit' })
         .status ?? 1);
 const shared = run(files.filter((f) => !(SOLO.test(f) && f.includes('e2e'))), concurrency);
 const solo = run(files.filter((f) => SOLO.test(f) && f.includes('e2e')), '1');
