@@ -1,7 +1,7 @@
 import type { Request, Router } from 'express';
 import { AppError } from '../errors.ts';
 import { scopedRouter } from './scoped-router.ts';
-import { validate } from '../http/validate.ts';
+import { pageOf, validate } from '../http/validate.ts';
 import type { AdminService } from './service.ts';
 import type { AuditRepo } from '../store/audit.ts';
 import { importError } from './service.ts';
@@ -44,8 +44,7 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
       ...(q.since !== undefined && { since: q.since }),
       ...(q.until !== undefined && { until: q.until }),
     });
-    const last = items[items.length - 1];
-    res.json({ items, nextCursor: items.length === q.limit && last ? last.id : null });
+    res.json(pageOf(items, q.limit));
   });
 
   r.post('/entitlements', 'write', async (req, res) => {
@@ -91,7 +90,7 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
       ...(q.status !== undefined && { status: q.status }),
       ...(q.cursor !== undefined && { afterId: q.cursor }),
     });
-    res.json({ items, nextCursor: items.length === q.limit ? items[items.length - 1]!.id : null });
+    res.json(pageOf(items, q.limit));
   });
   r.get('/virtual-keys/:id', 'read', async (req, res) => {
     res.json(await admin.getVirtualKey(idOf(req)));

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { AppError } from '../errors.ts';
-import { validate } from '../http/validate.ts';
+import { pageOf, validate } from '../http/validate.ts';
 import { listAdminEvents } from './admin-events.ts';
 import { adminEventsQuery, adminTokenCreate, adminTokenListQuery, adminTokenRef, bootstrapTokenPut } from './schemas.ts';
 import { SCOPES, type Principal } from './scopes.ts';
@@ -48,8 +48,7 @@ export function adminTokenRoutes(tokens: AdminTokens, knex: Knex) {
       ...(q.actor !== undefined && { actor: q.actor }),
       ...(q.since !== undefined && { since: q.since }),
     });
-    const last = items[items.length - 1];
-    res.json({ items, nextCursor: items.length === q.limit && last ? last.id : null });
+    res.json(pageOf(items, q.limit));
   });
   return r.router;
 }

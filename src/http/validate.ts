@@ -11,3 +11,9 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what = 
   }
   return parsed.data;
 }
+
+/** A page of a list by id: `nextCursor` is the last id when the page is full, else null (the end). */
+export function pageOf<T extends { id: number }>(items: T[], limit: number): { items: T[]; nextCursor: number | null } {
+  const last = items[items.length - 1];
+  return { items, nextCursor: items.length === limit && last ? last.id : null };
+}
