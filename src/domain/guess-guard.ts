@@ -55,7 +55,7 @@ export class GuessGuard {
   private lastTidy = Date.now();
   private fullResync = true;
   private lastFailureLog = 0;
-  readonly stats = { blocksStarted: 0, refused: 0 };
+  readonly stats = { blocksStarted: 0 };
 
   constructor(
     private readonly repo: GuessBudgetsRepo,
@@ -92,7 +92,6 @@ export class GuessGuard {
       this.blocked.delete(subject);
       return false;
     }
-    this.stats.refused++;
     return true;
   }
 
