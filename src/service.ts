@@ -82,9 +82,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     throw new Error('the database schema is not current and ENTGATE_MIGRATE_ON_START=false: run `entgate migrate` first');
   }
 
-  let secret = config.keySecret;
-  if (secret === undefined) {
-    secret = await loadOrCreateStoredSecret(db.knex, 'key_secret');
+  if (config.keySecret === undefined) {
     logger.warn(
       'ENTGATE_KEY_SECRET is not set: virtual keys are hashed with a secret kept in the database. ' +
         'A secret held outside the database (a secret store, the environment) is stronger: whoever reads the database cannot then test guesses offline.',
@@ -92,14 +90,19 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   }
   if (config.adminToken === undefined) logger.warn('ENTGATE_ADMIN_TOKEN is not set: the admin API accepts only admin tokens created earlier (none at first start)');
 
-  const hashKey = createKeyHasher(secret);
-  if ((await checkKeySecret(db.knex, hashKey)) === 'mismatch') {
-    throw new ConfigError(
-      `invalid configuration: ${config.keySecret === undefined ? 'ENTGATE_KEY_SECRET is not set, and the secret stored in the database' : 'ENTGATE_KEY_SECRET'} ` +
-        'is not the secret this database\'s virtual keys were hashed with: every stored key would be unknown. ' +
-        'Set the secret they were made with; to keep this one and issue every key again, run `entgate key-secret accept` first.',
-    );
-  }
+  // One transaction: a secret generated for a database whose keys were hashed with another one
+  // is not left behind when start-up is refused.
+  const hashKey = await db.knex.transaction(async (trx) => {
+    const hasher = createKeyHasher(config.keySecret ?? (await loadOrCreateStoredSecret(trx, 'key_secret')));
+    if ((await checkKeySecret(trx, hasher)) === 'mismatch') {
+      throw new ConfigError(
+        `invalid configuration: ${config.keySecret === undefined ? 'ENTGATE_KEY_SECRET is not set, and the secret stored in the database' : 'ENTGATE_KEY_SECRET'} ` +
+          'is not the secret this database\'s virtual keys were hashed with: every stored key would be unknown. ' +
+          'Set the secret they were made with; to keep this one and issue every key again, run `entgate key-secret accept` first.',
+      );
+    }
+    return hasher;
+  });
   const entitlements = new EntitlementsRepo(db.knex);
   const virtualKeys = new VirtualKeysRepo(db);
   const cache = new KeyCache({
@@ -135,17 +138,9 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     staleGraceMs: config.staleGraceSeconds * 1000,
   });
   logger.info({ resolvers: chain.resolverNames, failurePolicy: config.failurePolicy }, 'resolver chain ready');
-  const guard = new GuessGuard(
-    new GuessBudgetsRepo(db.knex, { budget: config.guessBudget, windowSeconds: config.guessWindowSeconds, cooldownSeconds: config.guessCooldownSeconds }),
-    {
-      budget: config.guessBudget,
-      windowSeconds: config.guessWindowSeconds,
-      cooldownSeconds: config.guessCooldownSeconds,
-      syncMs: config.guessSyncMs,
-      maxSubjects: Math.max(10_000, config.cacheMaxEntries),
-    },
-    logger,
-  );
+  const guessLimits = { budget: config.guessBudget, windowSeconds: config.guessWindowSeconds, cooldownSeconds: config.guessCooldownSeconds };
+  const guessBudgets = new GuessBudgetsRepo(db.knex, guessLimits);
+  const guard = new GuessGuard(guessBudgets, { ...guessLimits, syncMs: config.guessSyncMs, maxSubjects: Math.max(10_000, config.cacheMaxEntries) }, logger);
   if (!guard.enabled) logger.warn('ENTGATE_GUESS_BUDGET=0: nothing limits how many virtual keys one address may try');
   const checkService = new CheckService({ hashKey, chain, recordEvent, ...(guard.enabled && { guard }) });
   const bus = new InvalidationBus(db, logger, (change) => {
@@ -254,7 +249,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     adminTokens,
     recordAdminEvent: (event) => adminEvents.record(event),
     knex: db.knex,
-    guard,
+    guessBudgets,
     publish: (change) => bus.publish(change),
     logger,
     isClosing,

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { NotFoundError } from '../errors.ts';
 import { validate } from '../http/validate.ts';
-import type { GuessGuard } from '../domain/guess-guard.ts';
+import type { GuessBudgetsRepo } from '../store/guess-budgets.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
 import { scopedRouter } from './scoped-router.ts';
 
@@ -12,14 +12,14 @@ const subject = z.string().min(1).max(80).regex(/^(caller )?[0-9A-Fa-f.:]+(\/64)
  * Addresses cooling down after too many unknown keys: listed (`read`), and lifted early
  * (`write`) on every instance.
  */
-export function guessRoutes(guard: GuessGuard, publish: (change: Invalidation) => void) {
+export function guessRoutes(budgets: GuessBudgetsRepo, publish: (change: Invalidation) => void) {
   const r = scopedRouter();
   r.get('/guess-blocks', 'read', async (_req, res) => {
-    res.json({ items: await guard.listBlocks() });
+    res.json({ items: await budgets.listBlocks() });
   });
   r.delete('/guess-blocks/:subject', 'write', async (req, res) => {
     const s = validate(subject, req.params.subject, 'subject');
-    const cleared = await guard.clear(s);
+    const cleared = await budgets.clear(s);
     publish({ guessSubjects: [s] });
     if (!cleared) throw new NotFoundError(`guessing budget of ${s}`);
     res.status(204).end();

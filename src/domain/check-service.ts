@@ -5,7 +5,7 @@ import { keyHint, type KeyHasher } from './virtual-key.ts';
 import type { CheckRequest } from './types.ts';
 import type { CheckEvent } from '../store/check-events.ts';
 import type { ChainOutcome, ResolverChain } from '../resolvers/chain.ts';
-import { BLOCKED_REASON, GUESS_REASONS, type GuessGuard } from './guess-guard.ts';
+import { BLOCKED_REASON, GUESS_REASONS, guessSubject, type GuessGuard } from './guess-guard.ts';
 
 export type CheckAnswer = { status: 200; document: Buffer; outcome: ChainOutcome } | { status: 404; outcome: ChainOutcome };
 
@@ -35,13 +35,17 @@ export class CheckService {
 
   async check(request: CheckRequest, callerIp: string | null, startedNs: bigint): Promise<CheckAnswer> {
     const guard = this.deps.guard;
+    // Worked out only when a block may apply or a failure is counted, and then once.
+    const subject = guard?.anyBlocked ? guessSubject(request.remoteIp, callerIp) : null;
     let outcome: ChainOutcome;
-    if (guard?.isBlocked(request.remoteIp, callerIp)) {
+    if (subject && guard!.isBlocked(subject)) {
       outcome = BLOCKED;
     } else {
       const pending = this.deps.chain.resolve(request, this.deps.hashKey(request.key));
       outcome = pending instanceof Promise ? await pending : pending;
-      if (!outcome.granted && guard && GUESS_REASONS.has(outcome.reason)) guard.recordFailure(request.remoteIp, callerIp);
+      if (!outcome.granted && guard && GUESS_REASONS.has(outcome.reason)) {
+        guard.recordFailure(subject === null ? guessSubject(request.remoteIp, callerIp) : subject);
+      }
     }
     const answer: CheckAnswer = outcome.granted
       ? {

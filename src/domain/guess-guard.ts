@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logger.ts';
 import { parseIp } from './ip.ts';
-import type { BudgetState, GuessBlock, GuessBudgetsRepo, GuessLimits } from '../store/guess-budgets.ts';
+import type { BudgetState, GuessBudgetsRepo, GuessLimits } from '../store/guess-budgets.ts';
 
 /**
  * Denials that say "no such key": what a guesser gets. A known key refused for another reason
@@ -39,7 +39,8 @@ export function guessSubject(remoteIp: string | undefined, callerIp: string | nu
  * being asked. Counting is shared through PostgreSQL: each process counts locally (and blocks
  * at once when its own count and the last shared count reach the budget), writes its failures
  * every `syncMs` in one statement, and reads the blocks other processes set. The check path
- * only reads a map; with no subject blocked it does not even compute the subject.
+ * only reads a map; with no subject blocked it does not even compute the subject, and it
+ * computes it at most once per check.
  */
 export class GuessGuard {
   /** subject -> end of cool-down (local clock, ms). */
@@ -81,10 +82,13 @@ export class GuessGuard {
     void this.sync();
   }
 
-  /** True when this subject is cooling down: answer without asking the resolvers. */
-  isBlocked(remoteIp: string | undefined, callerIp: string | null): boolean {
-    if (this.blocked.size === 0) return false;
-    const subject = guessSubject(remoteIp, callerIp);
+  /** True while any subject is cooling down (else the check need not work out its subject). */
+  get anyBlocked(): boolean {
+    return this.blocked.size > 0;
+  }
+
+  /** True when this subject (guessSubject()) is cooling down: answer without asking the resolvers. */
+  isBlocked(subject: string | undefined): boolean {
     if (subject === undefined) return false;
     const until = this.blocked.get(subject);
     if (until === undefined) return false;
@@ -95,11 +99,9 @@ export class GuessGuard {
     return true;
   }
 
-  /** Counts one unknown key against its subject. */
-  recordFailure(remoteIp: string | undefined, callerIp: string | null): void {
-    if (!this.enabled) return;
-    const subject = guessSubject(remoteIp, callerIp);
-    if (subject === undefined) return;
+  /** Counts one unknown key against its subject (guessSubject()). */
+  recordFailure(subject: string | undefined): void {
+    if (!this.enabled || subject === undefined) return;
     const pending = (this.pending.get(subject) ?? 0) + 1;
     // A flood of distinct subjects: write early rather than grow without bound.
     if (!this.pending.has(subject) && this.pending.size >= this.options.maxSubjects) void this.sync();
@@ -126,14 +128,6 @@ export class GuessGuard {
    */
   resync(): void {
     this.fullResync = true;
-  }
-
-  listBlocks(): Promise<GuessBlock[]> {
-    return this.repo.listBlocks();
-  }
-
-  clear(subject: string): Promise<boolean> {
-    return this.repo.clear(subject);
   }
 
   /** Writes pending failures and reads blocks; one at a time; failures logged, never thrown. */

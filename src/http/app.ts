@@ -7,7 +7,7 @@ import { adminRoutes } from '../admin/routes.ts';
 import type { AdminTokens } from '../admin/tokens.ts';
 import { adminTokenRoutes } from '../admin/token-routes.ts';
 import { guessRoutes } from '../admin/guess-routes.ts';
-import type { GuessGuard } from '../domain/guess-guard.ts';
+import type { GuessBudgetsRepo } from '../store/guess-budgets.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
 import { recordAdminWrites, type AdminEvent } from '../admin/admin-events.ts';
 import type { Knex } from 'knex';
@@ -35,7 +35,7 @@ export interface AppDeps {
   recordAdminEvent: (event: AdminEvent) => void;
   knex: Knex;
   /** Guessing budgets: blocks listed and lifted through the admin API. */
-  guard: GuessGuard;
+  guessBudgets: GuessBudgetsRepo;
   /** Tells every instance about a change (here: a lifted guessing block). */
   publish: (change: Invalidation) => void;
   logger: Logger;
@@ -85,7 +85,7 @@ export function createApp(deps: AppDeps): express.Express {
     leaseAdminRoutes(deps.leases),
     mintRoutes(deps.mint),
     adminTokenRoutes(deps.adminTokens, deps.knex),
-    guessRoutes(deps.guard, deps.publish),
+    guessRoutes(deps.guessBudgets, deps.publish),
   );
 
   app.use((req, _res, next) => next(new AppError(404, 'not_found', `no route for ${req.method} ${req.path}`)));

@@ -4,6 +4,7 @@ import request from 'supertest';
 import { databaseTargets } from '../helpers/databases.ts';
 import { startTestService, AUTH } from '../helpers/service.ts';
 import { runCli } from '../helpers/process.ts';
+import { openDatabase } from '../../src/store/db.ts';
 
 const SECRET_A = 'a'.repeat(32);
 const SECRET_B = 'b'.repeat(32);
@@ -22,6 +23,12 @@ for (const target of databaseTargets) {
 
         // The setting forgotten: a secret would be generated and stored; refused instead.
         await assert.rejects(startTestService(db, {}), /ENTGATE_KEY_SECRET is not set, and the secret stored in the database is not the secret this database's virtual keys were hashed with/);
+        const direct = await openDatabase({ databaseUrl: db.env.DATABASE_URL, dataDir: db.env.DATA_DIR, poolMax: 1 });
+        try {
+          assert.equal(await direct.knex('entgate_settings').where({ name: 'key_secret' }).first('name'), undefined, 'no secret was left behind');
+        } finally {
+          await direct.close();
+        }
 
         const accepted = await runCli(['key-secret', 'accept'], db.env.DATABASE_URL ? { DATABASE_URL: db.env.DATABASE_URL } : { DATA_DIR: db.env.DATA_DIR });
         assert.deepEqual([accepted.code, accepted.stdout], [0, 'the next start accepts its key secret\n'], accepted.stderr);

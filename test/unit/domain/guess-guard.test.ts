@@ -41,15 +41,15 @@ describe('GuessGuard', () => {
   it('counts failures being written: the budget is exact in one process, whatever the timing of its writes', async () => {
     const repo = new HeldRepo();
     const guard = new GuessGuard(repo as unknown as GuessBudgetsRepo, options, pino({ level: 'silent' }));
-    for (let i = 0; i < 3; i++) guard.recordFailure('203.0.113.1', null);
+    for (let i = 0; i < 3; i++) guard.recordFailure('203.0.113.1');
     const writing = guard.sync(); // three failures under way, not yet counted by the table
     await tick();
     assert.equal(repo.writes, 1);
-    guard.recordFailure('203.0.113.1', null);
-    assert.equal(guard.isBlocked('203.0.113.1', null), false, 'four of five');
-    guard.recordFailure('203.0.113.1', null);
-    assert.equal(guard.isBlocked('203.0.113.1', null), true, 'the fifth blocks at once, while the first three are still being written');
-    assert.equal(guard.isBlocked('203.0.113.2', null), false);
+    guard.recordFailure('203.0.113.1');
+    assert.equal(guard.isBlocked('203.0.113.1'), false, 'four of five');
+    guard.recordFailure('203.0.113.1');
+    assert.equal(guard.isBlocked('203.0.113.1'), true, 'the fifth blocks at once, while the first three are still being written');
+    assert.equal(guard.isBlocked('203.0.113.2'), false);
     repo.release();
     await writing;
     assert.equal(repo.counts.get('203.0.113.1'), 3);
@@ -74,11 +74,11 @@ describe('GuessGuard', () => {
       tidy: async () => 0,
     };
     const guard = new GuessGuard(repo as unknown as GuessBudgetsRepo, options, pino({ level: 'silent' }));
-    guard.recordFailure('203.0.113.9', null);
-    guard.recordFailure('203.0.113.9', null);
+    guard.recordFailure('203.0.113.9');
+    guard.recordFailure('203.0.113.9');
     await guard.sync();
     fail = false;
-    guard.recordFailure('203.0.113.9', null);
+    guard.recordFailure('203.0.113.9');
     await guard.sync();
     assert.deepEqual(seen, [3]);
   });
@@ -86,8 +86,8 @@ describe('GuessGuard', () => {
   it('does nothing with a budget of 0', async () => {
     const repo = new HeldRepo();
     const guard = new GuessGuard(repo as unknown as GuessBudgetsRepo, { ...options, budget: 0 }, pino({ level: 'silent' }));
-    for (let i = 0; i < 50; i++) guard.recordFailure('203.0.113.1', null);
-    assert.equal(guard.isBlocked('203.0.113.1', null), false);
+    for (let i = 0; i < 50; i++) guard.recordFailure('203.0.113.1');
+    assert.equal(guard.isBlocked('203.0.113.1'), false);
     guard.start();
     await guard.stop();
     assert.equal(repo.writes, 0);
