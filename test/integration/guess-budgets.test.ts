@@ -153,16 +153,20 @@ if (databaseTargets.some((t) => t.name === 'postgres')) {
   describe('guessing budgets across two processes on one PostgreSQL', () => {
     it('adds failures seen by both instances, blocks on both, and lifts on both', async () => {
       const db = await databaseTargets.find((t) => t.name === 'postgres')!.create();
-      const a = await startTestService(db, BUDGET);
-      const b = await startTestService(db, BUDGET);
+      // A long cool-down: the block must not lapse by itself while a loaded machine waits for a
+      // sync, and lifting it below must be the lift, not the clock.
+      const settings = { ...BUDGET, ENTGATE_GUESS_COOLDOWN_SECONDS: '120' };
+      const a = await startTestService(db, settings);
+      const b = await startTestService(db, settings);
       try {
         await seed(a, { 'good-key-0001': 'active' });
         // Three on one, three on the other: neither reaches 5 alone.
         for (let i = 0; i < 3; i++) await check(a, `a-${i}`, '203.0.113.200').expect(404);
         for (let i = 0; i < 3; i++) await check(b, `b-${i}`, '203.0.113.200').expect(404);
         const blockedOn = async (svc: RunningService) => (await check(svc, 'good-key-0001', '203.0.113.200')).status === 404;
+        // Instances share their counts every ENTGATE_GUESS_SYNC_MS: each blocks within a few syncs, not at once.
         assert.ok(await eventually(() => blockedOn(a)), 'blocked on a');
-        assert.ok(await blockedOn(b), 'blocked on b');
+        assert.ok(await eventually(() => blockedOn(b)), 'blocked on b');
         await check(a, 'good-key-0001', '203.0.113.201').expect(200);
 
         await request(b.server).delete('/admin/v1/guess-blocks/203.0.113.200').set(AUTH).expect(204);
