@@ -13,9 +13,13 @@ const MAX_LENGTH = 255;
  * sends `%2B`; treating it as a space would change keys that contain one).
  *
  * Refused, with a one-line reason: a missing or empty `server` or `key`; a known parameter
- * given twice; a `server`, `class` or `key` over 255 characters; a `remote_ip` that is not an
- * IP address; anything that is not valid percent-encoded UTF-8. Unknown parameters are ignored;
- * an empty `class` is taken as absent.
+ * given twice; a `server`, `class` or `key` over 255 characters; anything that is not valid
+ * percent-encoded UTF-8. Unknown parameters are ignored; an empty `class` is taken as absent.
+ *
+ * `remote_ip` is taken as a repository may pass it (see remoteAddress): an address, with a
+ * port behind a proxy, or empty. One that holds no usable address is taken as absent, never
+ * refused: a key that is not locked to a network is granted whatever the repository saw, and
+ * a network-locked one is denied without an address.
  */
 export function parseCheckQuery(query: string): ParsedCheckQuery {
   const values: Partial<Record<'server' | 'class' | 'key' | 'remote_ip', string>> = {};
@@ -54,14 +58,28 @@ export function parseCheckQuery(query: string): ParsedCheckQuery {
   if (cls !== undefined && tooLong(cls)) {
     return { ok: false, reason: `parameter class is longer than ${MAX_LENGTH} characters` };
   }
-  if (remoteIp !== undefined && parseIp(remoteIp) === undefined) {
-    return { ok: false, reason: 'parameter remote_ip is not an IP address' };
-  }
+  const address = remoteIp === undefined ? undefined : remoteAddress(remoteIp);
 
   const request: CheckRequest = { server, key };
   if (cls !== undefined && cls !== '') request.class = cls;
-  if (remoteIp !== undefined) request.remoteIp = remoteIp;
+  if (address !== undefined) request.remoteIp = address;
   return { ok: true, request };
+}
+
+const WITH_PORT = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/;
+const BRACKETED = /^\[([0-9A-Fa-f:.]{2,45})\](?::\d{1,5})?$/;
+
+/**
+ * The client's address in a `remote_ip` as a Conary repository passes it on: `203.0.113.9`,
+ * `2001:db8::1`, or, with forwarded headers, `203.0.113.9:5555` and `[2001:db8::1]:5555`.
+ * The address text as given (without port or brackets), or undefined when there is none
+ * (empty, or not an address).
+ */
+export function remoteAddress(value: string): string | undefined {
+  if (value === '') return undefined;
+  if (parseIp(value) !== undefined) return value;
+  const inner = WITH_PORT.exec(value)?.[1] ?? BRACKETED.exec(value)?.[1];
+  return inner !== undefined && parseIp(inner) !== undefined ? inner : undefined;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { conaryQuote } from '../../helpers/conary-judge.ts';
 import { parseCheckQuery } from '../../../src/http/rus-query.ts';
 import type { CheckRequest } from '../../../src/domain/types.ts';
 
@@ -186,7 +187,7 @@ describe('parseCheckQuery: remote_ip', () => {
     }
   });
 
-  it('when remote_ip is not an IPv4 four-part dotted decimal nor an IPv6 address, then the query is refused', () => {
+  it('when remote_ip holds no address (not an IPv4 four-part dotted decimal nor an IPv6 address, or empty), then it is taken as absent, never refused', () => {
     const bad = [
       '1.2.3',
       '999.1.1.1',
@@ -194,7 +195,7 @@ describe('parseCheckQuery: remote_ip', () => {
       '1.2.3.4.5',
       'abc',
       '',
-      '010.1.1.1', // a leading zero reads as octal to some parsers: refused
+      '010.1.1.1', // a leading zero reads as octal to some parsers: no address
       '0x7f.0.0.1',
       '2130706433',
       '10.0.0.1/8',
@@ -205,12 +206,38 @@ describe('parseCheckQuery: remote_ip', () => {
       '12345::',
       'localhost',
       `${'1:'.repeat(40)}1`,
+      '1.2.3.4:',
+      '1.2.3.4:123456',
+      '[::1',
+      '[::1]:',
+      '[nope]:80',
+      '999.0.0.1:80',
     ];
-    for (const ip of bad) refused(`server=s;key=k;remote_ip=${encodeURIComponent(ip)}`, 'parameter remote_ip is not an IP address');
+    for (const ip of bad) {
+      const request = parsed(`server=s;key=k;remote_ip=${encodeURIComponent(ip)}`);
+      assert.equal('remoteIp' in request, false, JSON.stringify(ip));
+    }
   });
 
-  it('when remote_ip has no =, then it is present and empty, and refused', () => {
-    refused('server=s;key=k;remote_ip', 'parameter remote_ip is not an IP address');
+  it('when remote_ip carries a port behind a proxy (203.0.113.9:5555, [2001:db8::1]:5555) or brackets, then the address is taken', () => {
+    const cases = {
+      '203.0.113.9:5555': '203.0.113.9',
+      '203.0.113.9:0': '203.0.113.9',
+      '[2001:db8::1]:5555': '2001:db8::1',
+      '[2001:db8::1]': '2001:db8::1',
+      '[::ffff:10.0.0.1]:80': '::ffff:10.0.0.1',
+      '[1.2.3.4]:80': '1.2.3.4', // brackets are for IPv6, but the address is plain
+    };
+    for (const [given, address] of Object.entries(cases)) {
+      assert.equal(parsed(`server=s;key=k;remote_ip=${given}`).remoteIp, address, given);
+      assert.equal(parsed(`server=s;key=k;remote_ip=${conaryQuote(given)}`).remoteIp, address, `${given} quoted as Conary quotes it`);
+    }
+    // An IPv6 address without brackets is read whole: its last group is not a port.
+    assert.equal(parsed('server=s;key=k;remote_ip=2001:db8::1:5555').remoteIp, '2001:db8::1:5555');
+  });
+
+  it('when remote_ip has no =, then it is present and empty, and taken as absent', () => {
+    assert.equal('remoteIp' in parsed('server=s;key=k;remote_ip'), false);
   });
 });
 
