@@ -62,8 +62,13 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
-/** The rUS check's paths (GET, HEAD), answered on plain node:http before express. */
-export const CHECK_PATHS: ReadonlySet<string> = new Set(['/', '/rus/check']);
+/**
+ * The rUS check's paths (GET, HEAD), answered on plain node:http before express: each
+ * configured path (ENTGATE_CHECK_PATHS, kept without a trailing slash) also with one.
+ */
+export function checkPathSet(paths: readonly string[]): ReadonlySet<string> {
+  return new Set(paths.flatMap((p) => (p === '/' ? [p] : [p, `${p}/`])));
+}
 
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax });
@@ -142,7 +147,13 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   const guessBudgets = new GuessBudgetsRepo(db.knex, guessLimits);
   const guard = new GuessGuard(guessBudgets, { ...guessLimits, syncMs: config.guessSyncMs, maxSubjects: Math.max(10_000, config.cacheMaxEntries) }, logger);
   if (!guard.enabled) logger.warn('ENTGATE_GUESS_BUDGET=0: nothing limits how many virtual keys one address may try');
-  const checkService = new CheckService({ hashKey, chain, recordEvent, ...(guard.enabled && { guard }) });
+  const checkService = new CheckService({
+    hashKey,
+    chain,
+    recordEvent,
+    repositoryCacheSeconds: config.repositoryCacheSeconds ?? null,
+    ...(guard.enabled && { guard }),
+  });
   const bus = new InvalidationBus(db, logger, (change) => {
     if ('all' in change) {
       cache.clear();
@@ -278,6 +289,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     );
   }
   const handleCheck = createRusCheckHandler({ checkService, recordEvent, isClosing, allowedCallers, trustedProxies });
+  const checkPaths = checkPathSet(config.checkPaths);
 
   const handleSes = createSesHandler({ ses, trustedProxies, logger, isClosing });
   // The two protocols clients hit at their own rate run on plain node:http; everything else on express.
@@ -296,7 +308,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const query = q < 0 ? '' : url.slice(q + 1);
-    if (CHECK_PATHS.has(path)) handleCheck(req, res, query);
+    if (checkPaths.has(path)) handleCheck(req, res, query);
     else if (isSesPath(path)) handleSes(req, res, path, query);
     else app(req, res);
   };

@@ -11,7 +11,8 @@ import ajvFormats from 'ajv-formats';
 import { routeTable } from '../../src/http/route-table.ts';
 import { SCOPES } from '../../src/admin/scopes.ts';
 import { loadOpenApi, type OpenApiDocument } from '../../src/http/openapi.ts';
-import { CHECK_PATHS, type RunningService } from '../../src/service.ts';
+import type { RunningService } from '../../src/service.ts';
+import { settings } from '../../config/settings.ts';
 import * as admin from '../../src/admin/schemas.ts';
 import * as leases from '../../src/leases/schemas.ts';
 import { mintBody } from '../../src/ses/mint-routes.ts';
@@ -370,7 +371,8 @@ const api = () => request(svc.server);
 async function probedRoutes(): Promise<string[]> {
   const found: string[] = [];
   const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
-  for (const path of CHECK_PATHS) {
+  // The default ENTGATE_CHECK_PATHS (each also answers with a trailing slash, not a route of its own).
+  for (const path of settings.checkPaths.default.split(',')) {
     for (const m of methods) {
       const res = await api()[m.toLowerCase() as 'get'](`${path}?server=rm.example.com&key=probe`);
       if (res.status !== 405) found.push(shape(m, path));
