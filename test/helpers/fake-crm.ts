@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 
 /** How the fake CRM answers one customer. */
 export type Behaviour =
-  | { kind: 'json'; status?: string; products?: unknown[]; delayMs?: number }
+  | { kind: 'json'; status?: string; products?: unknown[]; delayMs?: number; endsAt?: unknown }
   | { kind: 'xml'; status?: string; products?: string[] }
   | { kind: 'unknown' }
   | { kind: 'error'; code: number }
@@ -57,7 +57,8 @@ export class FakeCrm {
     };
     switch (b.kind) {
       case 'json': {
-        const answer = () => json(200, { customer: { id, status: b.status ?? 'active', products: b.products ?? [] } });
+        const answer = () =>
+          json(200, { customer: { id, status: b.status ?? 'active', products: b.products ?? [], ...(b.endsAt !== undefined && { endsAt: b.endsAt }) } });
         if (b.delayMs) setTimeout(answer, b.delayMs);
         else answer();
         return;

@@ -21,8 +21,12 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs `entgate serve` as a real process and waits for its "listening" log line. */
-export async function startServerProcess(env: Record<string, string>, timeoutMs = 30_000): Promise<ServerProcess> {
+/**
+ * Runs `entgate serve` as a real process and waits for its "listening" log line. The deadline
+ * is generous: on a loaded two-core machine (CI runs two test files at once) a start has taken
+ * over 30 s; a quiet one takes a few seconds, and the wait ends as soon as the line comes.
+ */
+export async function startServerProcess(env: Record<string, string>, timeoutMs = 120_000): Promise<ServerProcess> {
   const child = spawn(process.execPath, [ENTGATE_BIN, 'serve'], {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', HOST: '127.0.0.1', ...env },
@@ -33,7 +37,10 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let httpsUrl: string | undefined;
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start in ${timeoutMs} ms:\n${out}`));
+    }, timeoutMs);
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       out += `${line}\n`;

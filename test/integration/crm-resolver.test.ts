@@ -63,7 +63,9 @@ describe('crm resolver against a fake CRM', () => {
 
   before(async () => {
     await crm.start();
-    s = await startWithCrm(crm, {});
+    // A check deadline far past the CRM's own timeout (400 ms): 1,000 concurrent checks on a
+    // loaded machine must not be cut by the chain's deadline, which is not what is tested here.
+    s = await startWithCrm(crm, {}, { ENTGATE_CHECK_TIMEOUT_MS: '30000' });
   });
   after(async () => {
     await teardown(s);
@@ -151,6 +153,65 @@ describe('crm resolver against a fake CRM', () => {
     assert.equal((await check('cust-remap')).status, 200);
     assert.equal((await request(s.svc.server).delete('/admin/v1/products/SILVER').set(AUTH)).status, 204);
     assert.equal((await check('cust-remap')).status, 404);
+  });
+});
+
+describe("crm resolver: the customer's entitlement end and the client's address", () => {
+  const crm = new FakeCrm();
+  let ends: Setup;
+  let byAddress: Setup;
+  const check = (s: Setup, key: string, extra = '') => request(s.svc.server).get(`/?server=${SERVER};key=${encodeURIComponent(key)}${extra}`);
+  const timeoutOf = (xml: string) => /<timeout val="(\d+)" retry="(True|False)"\/>/.exec(xml)?.slice(1) ?? null;
+
+  before(async () => {
+    await crm.start();
+    ends = await startWithCrm(crm, { expiresPath: 'customer.endsAt' }, { ENTGATE_RUS_AUTH_CACHE_TIMEOUT: '3600' });
+    byAddress = await startWithCrm(crm, { url: `${crm.url}/customers/{key}?server={server}&ip={remote_ip}`, ttlSeconds: 60 });
+  });
+  after(async () => {
+    await teardown(ends);
+    await teardown(byAddress);
+    await crm.stop();
+  });
+
+  it('caps the timeout Conary is sent at the end the CRM gives (ISO 8601 or epoch seconds)', async () => {
+    crm.scripts.set('ends-iso', { kind: 'json', products: ['GOLD'], endsAt: new Date(Date.now() + 90_000).toISOString() });
+    crm.scripts.set('ends-epoch', { kind: 'json', products: ['GOLD'], endsAt: Math.floor(Date.now() / 1000) + 90 });
+    for (const key of ['ends-iso', 'ends-epoch']) {
+      const res = await check(ends, key);
+      assert.equal(res.status, 200, key);
+      const [val, retry] = timeoutOf(res.text) ?? [];
+      assert.ok(Number(val) >= 80 && Number(val) <= 90, `${key}: val ${val}`);
+      assert.equal(retry, 'True');
+    }
+    crm.scripts.set('ends-never', { kind: 'json', products: ['GOLD'], endsAt: null });
+    const never = await check(ends, 'ends-never');
+    assert.deepEqual([never.status, timeoutOf(never.text)], [200, null]);
+  });
+
+  it('denies a customer whose end has passed (expired), and one whose end cannot be read (malformed)', async () => {
+    crm.scripts.set('ended', { kind: 'json', products: ['GOLD'], endsAt: new Date(Date.now() - 1000).toISOString() });
+    assert.equal((await check(ends, 'ended')).status, 404);
+    assert.deepEqual([(await lastEvent(ends.svc)).reason, (await lastEvent(ends.svc)).resolver], ['expired', 'crm']);
+    crm.scripts.set('garbled', { kind: 'json', products: ['GOLD'], endsAt: 'next tuesday' });
+    assert.equal((await check(ends, 'garbled')).status, 404);
+    assert.equal((await lastEvent(ends.svc)).reason, 'resolver_failed:malformed');
+  });
+
+  it('denies a cached grant once its end passes, without asking the CRM again', async () => {
+    crm.scripts.set('ends-soon', { kind: 'json', products: ['GOLD'], endsAt: new Date(Date.now() + 1500).toISOString() });
+    assert.equal((await check(ends, 'ends-soon')).status, 200);
+    const calls = crm.callsFor('ends-soon');
+    await new Promise((r) => setTimeout(r, 1700));
+    assert.equal((await check(ends, 'ends-soon')).status, 404);
+    assert.equal(crm.callsFor('ends-soon'), calls, 'answered from the cache, and still denied');
+  });
+
+  it('sends val 0 for every grant of a CRM asked with {remote_ip}: Conary must ask again for each client', async () => {
+    crm.scripts.set('by-ip', { kind: 'json', products: ['GOLD'] });
+    const res = await check(byAddress, 'by-ip', ';remote_ip=203.0.113.9');
+    assert.equal(res.status, 200);
+    assert.deepEqual(timeoutOf(res.text), ['0', 'True']);
   });
 });
 
