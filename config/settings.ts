@@ -36,6 +36,32 @@ const list = (text: string) =>
     .map((s) => s.trim())
     .filter(Boolean);
 const pathList = z.string().transform(list);
+/** entgate's own paths: a check path may not shadow them. */
+const RESERVED_PATHS = ['/admin', '/v1', '/healthz', '/readyz', '/metrics', '/openapi.json', '/console'];
+/** The rUS check's paths, each kept without a trailing slash ('/' stays '/'). */
+const checkPathList = z.string().transform((text, ctx) => {
+  const out: string[] = [];
+  for (const item of list(text)) {
+    const path = item.length > 1 ? item.replace(/\/+$/, '') : item;
+    const problem = !/^\/[A-Za-z0-9._~/-]*$/.test(item)
+      ? 'must start with / and hold only letters, digits and -._~/'
+      : /\/\/|(^|\/)\.\.?(\/|$)/.test(item)
+        ? 'must not hold an empty, . or .. segment'
+        : RESERVED_PATHS.some((r) => path.toLowerCase() === r || path.toLowerCase().startsWith(`${r}/`)) || /softwareentitlements/i.test(path)
+          ? "is one of entgate's own paths"
+          : undefined;
+    if (problem) {
+      ctx.addIssue({ code: 'custom', message: `'${item}' ${problem}` });
+      return z.NEVER;
+    }
+    if (!out.includes(path)) out.push(path);
+  }
+  if (out.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must name at least one path' });
+    return z.NEVER;
+  }
+  return out;
+});
 /** Addresses or CIDRs, each normalised; one that is neither is refused, naming it. */
 const cidrList = z.string().transform((text, ctx) => {
   const out: string[] = [];
@@ -111,6 +137,17 @@ export const settings = {
     default: 'false',
     schema: bool,
     doc: "When true, a check is granted only if the request's `class` equals the entitlement's class (absent when the entitlement has none). The seed deprecates `class`, so the default decides on the key alone.",
+  },
+  checkPaths: {
+    env: 'ENTGATE_CHECK_PATHS',
+    default: '/,/rus/check',
+    schema: checkPathList,
+    doc: "Comma-separated URL paths that answer the rUS check, each also with a trailing slash (`/rus/check/`): the path of your repositories' entitlementCheckURL. Keep an older web service's path here when entgate replaces it (`/,/rus/check,/service`). Letters, digits and `-._~/` only, and none of entgate's own paths (`/admin`, `/v1`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/console`, `/softwareEntitlements`).",
+  },
+  repositoryCacheSeconds: {
+    env: 'ENTGATE_RUS_AUTH_CACHE_TIMEOUT',
+    schema: positiveInt(31_536_000).optional(),
+    doc: "The `authCacheTimeout` your Conary repositories are configured with, if any: how long they cache a grant whose answer has no `<timeout>`. entgate then sends keys that expire sooner a `<timeout>` that ends with them, so that no cached grant outlives its key. Unset: the repositories cache nothing by default (Conary's own default).",
   },
   resolvers: {
     env: 'ENTGATE_RESOLVERS',

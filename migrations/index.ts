@@ -6,6 +6,7 @@ import * as tokens from './20261123030000_tokens.ts';
 import * as leaseAcquire from './20261123040000_lease_acquire.ts';
 import * as adminTokens from './20261201000000_admin_tokens.ts';
 import * as guessBudgets from './20261201010000_guess_budgets.ts';
+import * as retryNeedsTimeout from './20261202000000_retry_needs_timeout.ts';
 
 /**
  * The migrations, in order. Listed here rather than discovered on disk so that they load the
@@ -19,6 +20,7 @@ const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261123040000_lease_acquire', leaseAcquire],
   ['20261201000000_admin_tokens', adminTokens],
   ['20261201010000_guess_budgets', guessBudgets],
+  ['20261202000000_retry_needs_timeout', retryNeedsTimeout],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -3,6 +3,7 @@ import { AppError } from '../errors.ts';
 import { scopedRouter } from './scoped-router.ts';
 import { pageOf, validate } from '../http/validate.ts';
 import type { AdminService } from './service.ts';
+import type { VirtualKey } from '../domain/types.ts';
 import type { AuditRepo } from '../store/audit.ts';
 import { importError } from './service.ts';
 import { parseImportCsv } from './csv-import.ts';
@@ -13,6 +14,7 @@ import {
   productCode,
   productMap,
   virtualKeyCreate,
+  virtualKeyWarnings,
   virtualKeyListQuery,
   virtualKeyLookup,
   virtualKeyPatch,
@@ -69,7 +71,7 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
   r.post('/virtual-keys', 'write', async (req, res) => {
     const created = await admin.createVirtualKey(validate(virtualKeyCreate, req.body));
     res.locals.auditTarget = `id=${created.id}`;
-    res.status(201).json(created);
+    res.status(201).json(withWarnings(created));
   });
   r.post('/virtual-keys/import', 'write', async (req, res) => {
     if (typeof req.body !== 'string') {
@@ -77,7 +79,11 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
     }
     const parsed = parseImportCsv(req.body);
     if ('problems' in parsed) throw importError(parsed.problems);
-    res.status(201).json(await admin.importVirtualKeys(parsed.rows));
+    const imported = await admin.importVirtualKeys(parsed.rows);
+    const warnings = parsed.rows.flatMap((row) =>
+      virtualKeyWarnings({ allowedCidrs: row.input.allowedCidrs ?? [], cacheTimeout: row.input.cacheTimeout ?? null }).map((message) => ({ line: row.line, message })),
+    );
+    res.status(201).json(warnings.length > 0 ? { ...imported, warnings } : imported);
   });
   r.post('/virtual-keys/lookup', 'read', async (req, res) => {
     res.json(await admin.findVirtualKey(validate(virtualKeyLookup, req.body).key));
@@ -96,7 +102,7 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
     res.json(await admin.getVirtualKey(idOf(req)));
   });
   r.patch('/virtual-keys/:id', 'write', async (req, res) => {
-    res.json(await admin.updateVirtualKey(idOf(req), validate(virtualKeyPatch, req.body)));
+    res.json(withWarnings(await admin.updateVirtualKey(idOf(req), validate(virtualKeyPatch, req.body))));
   });
 
   r.get('/products', 'read', async (_req, res) => {
@@ -112,4 +118,10 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
   });
 
   return r.router;
+}
+
+/** A virtual key as a write answers it: with `warnings` when a setting cannot act as written. */
+function withWarnings<K extends VirtualKey>(key: K): K & { warnings?: string[] } {
+  const warnings = virtualKeyWarnings(key);
+  return warnings.length > 0 ? { ...key, warnings } : key;
 }

@@ -72,6 +72,26 @@ const windowIsOpen = (v: { notBefore?: Date | null; expiresAt?: Date | null }) =
   !(v.notBefore && v.expiresAt && v.notBefore.getTime() >= v.expiresAt.getTime());
 const windowMessage = { message: 'notBefore must be earlier than expiresAt', path: ['expiresAt'] };
 
+/**
+ * `retry: false` says what Conary does when its cached grant expires (report a timeout instead
+ * of asking again): without a cache timeout of 1 second or more there is no such grant, and
+ * Conary would fail every second request of the client instead. Refused.
+ */
+export function retryProblem(retry: boolean, cacheTimeout: number | null): string | undefined {
+  return !retry && (cacheTimeout === null || cacheTimeout < 1)
+    ? 'retry false needs a cacheTimeout of 1 second or more: without a cached grant to expire, Conary would fail every second request of the client'
+    : undefined;
+}
+
+/** Settings that are accepted but cannot act as written. */
+export function virtualKeyWarnings(v: { allowedCidrs: readonly string[]; cacheTimeout: number | null }): string[] {
+  return v.allowedCidrs.length > 0 && v.cacheTimeout !== null && v.cacheTimeout > 0
+    ? [
+        'cacheTimeout is not sent for this key: it is locked to allowedCidrs, and Conary caches a grant without regard to the client address, so its grants carry <timeout val="0"/>',
+      ]
+    : [];
+}
+
 export const virtualKeyCreate = z
   .strictObject({
     entitlementId: id,
@@ -79,7 +99,11 @@ export const virtualKeyCreate = z
     key: checked(virtualKeyProblem).optional(),
     ...virtualKeyFields,
   })
-  .refine(windowIsOpen, windowMessage);
+  .refine(windowIsOpen, windowMessage)
+  .superRefine((v, ctx) => {
+    const problem = retryProblem(v.retry ?? true, v.cacheTimeout ?? null);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem, path: ['retry'] });
+  });
 
 export const virtualKeyPatch = z
   .strictObject({

@@ -6,7 +6,7 @@ import type { EntitlementsRepo } from '../store/entitlements-repo.ts';
 import type { Product, ProductsRepo } from '../store/products-repo.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
 import type { ListVirtualKeysQuery, VirtualKeyInput, VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
-import type { EntitlementCreate, VirtualKeyCreate, VirtualKeyPatchInput } from './schemas.ts';
+import { retryProblem, type EntitlementCreate, type VirtualKeyCreate, type VirtualKeyPatchInput } from './schemas.ts';
 import type { ImportProblem, ImportRow } from './csv-import.ts';
 
 export interface AdminServiceDeps {
@@ -139,6 +139,8 @@ export class AdminService {
     if (notBefore && expiresAt && notBefore.getTime() >= expiresAt.getTime()) {
       throw new AppError(400, 'invalid_request', 'notBefore must be earlier than expiresAt');
     }
+    const retry = retryProblem(patch.retry ?? current.retry, patch.cacheTimeout === undefined ? current.cacheTimeout : patch.cacheTimeout);
+    if (retry) throw new AppError(400, 'invalid_request', `retry: ${retry}`);
     const updated = (await this.deps.virtualKeys.update(id, patch)) ?? notFound('virtual key', id);
     this.deps.invalidate({ keyHashes: [updated.keyHash] });
     return updated.virtualKey;

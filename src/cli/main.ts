@@ -141,7 +141,7 @@ vkey
   .option('--not-before <time>', 'ISO-8601 time or date before which the key is refused')
   .option('--allow-ip <cidr>', 'allow only clients in this range (repeatable)', collect)
   .option('--cache-timeout <seconds>', 'seconds Conary may cache a grant', nonNegativeInt('--cache-timeout'))
-  .option('--no-retry', 'when the cached grant expires, Conary reports a timeout instead of asking again')
+  .option('--no-retry', 'when the cached grant expires, Conary reports a timeout instead of asking again (needs --cache-timeout of 1 or more)')
   .option('--customer <ref>', 'customer reference, for people')
   .option('--max-leases <n>', 'seats of the floating-lease pool this key defines (none: the key holds no leases)', positiveInt('--max-leases'))
   .option('--json', 'print the record as JSON')
@@ -158,7 +158,10 @@ vkey
       maxLeases?: number;
       json?: boolean;
     }) => {
-      const created = await client().request<VirtualKey & { key: string }>('POST', '/virtual-keys', {
+      if (!o.retry && (o.cacheTimeout === undefined || o.cacheTimeout < 1)) {
+        throw new CliError('--no-retry needs --cache-timeout of 1 or more: without a cached grant to expire, Conary would fail every second request of the client');
+      }
+      const created = await client().request<VirtualKey & { key: string; warnings?: string[] }>('POST', '/virtual-keys', {
         entitlementId: o.entitlement,
         ...(o.key !== undefined && { key: o.key }),
         ...(o.expires !== undefined && { expiresAt: o.expires }),
@@ -169,6 +172,7 @@ vkey
         ...(o.customer !== undefined && { customerRef: o.customer }),
         ...(o.maxLeases !== undefined && { maxConcurrentLeases: o.maxLeases }),
       });
+      for (const warning of created.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
       if (o.json) {
         printJson(created);
       } else {
@@ -263,7 +267,13 @@ vkey
     } catch (err) {
       throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    const result = await client().request<{ imported: number; ids: number[] }>('POST', '/virtual-keys/import', text, 'text/csv');
+    const result = await client().request<{ imported: number; ids: number[]; warnings?: { line: number; message: string }[] }>(
+      'POST',
+      '/virtual-keys/import',
+      text,
+      'text/csv',
+    );
+    for (const w of result.warnings ?? []) process.stderr.write(`warning: line ${w.line}: ${w.message}\n`);
     if (o.json) printJson(result);
     else process.stdout.write(`imported ${result.imported} virtual keys\n`);
   });

@@ -1,6 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { GrantedEntitlement } from './check.ts';
-import { renderEntitlementDocument } from './entitlement-document.ts';
+import { conaryTimeout, documentClass, renderEntitlementDocument, type EntitlementDocument } from './entitlement-document.ts';
 import { keyHint, type KeyHasher } from './virtual-key.ts';
 import type { CheckRequest } from './types.ts';
 import type { CheckEvent } from '../store/check-events.ts';
@@ -15,6 +14,12 @@ export interface CheckServiceDeps {
   recordEvent: (event: CheckEvent) => void;
   /** Failed-lookup budgets: a subject past its budget is denied without asking the chain. */
   guard?: GuessGuard;
+  /**
+   * The repositories' own `authCacheTimeout` (seconds), when they set one: grants that expire
+   * sooner are sent a `<timeout>` that ends with them. null: they cache nothing by default.
+   */
+  repositoryCacheSeconds?: number | null;
+  now?: () => number;
 }
 
 const BLOCKED: ChainOutcome = { granted: false, reason: BLOCKED_REASON, resolver: null, virtualKeyId: null };
@@ -31,7 +36,11 @@ const DOCUMENT_CACHE_SIZE = 4096;
 export class CheckService {
   private readonly documents = new LRUCache<string, Buffer>({ max: DOCUMENT_CACHE_SIZE });
 
-  constructor(private readonly deps: CheckServiceDeps) {}
+  private readonly now: () => number;
+
+  constructor(private readonly deps: CheckServiceDeps) {
+    this.now = deps.now ?? Date.now;
+  }
 
   async check(request: CheckRequest, callerIp: string | null, startedNs: bigint): Promise<CheckAnswer> {
     const guard = this.deps.guard;
@@ -47,15 +56,25 @@ export class CheckService {
         guard.recordFailure(subject === null ? guessSubject(request.remoteIp, callerIp) : subject);
       }
     }
+    const now = this.now();
+    // A grant never outlives its expiry, even one a cache kept.
+    if (outcome.granted && outcome.expiresAt !== null && now >= outcome.expiresAt) {
+      outcome = { granted: false, reason: 'expired', resolver: outcome.resolver, virtualKeyId: outcome.virtualKeyId };
+    }
     const answer: CheckAnswer = outcome.granted
       ? {
           status: 200,
           outcome,
-          document: this.document({ server: request.server, class: outcome.class, key: outcome.key, timeout: outcome.timeout }),
+          document: this.document({
+            server: request.server,
+            class: documentClass(outcome.class, request.class),
+            key: outcome.key,
+            timeout: conaryTimeout(outcome, now, this.deps.repositoryCacheSeconds ?? null),
+          }),
         }
       : { status: 404, outcome };
     this.deps.recordEvent({
-      occurredAt: new Date(),
+      occurredAt: new Date(now),
       server: request.server,
       class: request.class ?? null,
       keyHint: keyHint(request.key),
@@ -71,8 +90,8 @@ export class CheckService {
   }
 
   /** The document for a grant, rendered once per distinct content. */
-  private document(ent: GrantedEntitlement): Buffer {
-    const id = `${ent.server}\n${ent.class ?? ''}\n${ent.class === null ? 0 : 1}\n${ent.key}\n${ent.timeout?.val ?? ''}\n${ent.timeout?.retry ?? ''}`;
+  private document(ent: EntitlementDocument): Buffer {
+    const id = `${ent.server}\n${ent.class}\n${ent.key}\n${ent.timeout?.val ?? ''}\n${ent.timeout?.retry ?? ''}`;
     let document = this.documents.get(id);
     if (document === undefined) {
       document = Buffer.from(renderEntitlementDocument(ent), 'utf8');

@@ -21,7 +21,12 @@ export interface GrantedEntitlement {
   server: string;
   class: string | null;
   key: string;
+  /** The key's own cache timeout, as configured (see conaryTimeout for what is sent). */
   timeout: { val: number; retry: boolean } | null;
+  /** When the key stops being valid (epoch ms); null: never. */
+  expiresAt: number | null;
+  /** The grant depends on the client's address (the key is network-locked). */
+  dependsOnAddress: boolean;
 }
 
 export type CheckDecision =
@@ -86,6 +91,8 @@ export function decide(
       class: m.entitlement.class,
       key: m.entitlement.key,
       timeout: m.cacheTimeout === null ? null : { val: m.cacheTimeout, retry: m.retry },
+      expiresAt: m.expiresAt,
+      dependsOnAddress: compiled.cidrs.length > 0,
     },
   };
 }

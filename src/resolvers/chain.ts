@@ -30,6 +30,9 @@ export type ChainOutcome =
       class: string | null;
       key: string;
       timeout: { val: number; retry: boolean } | null;
+      /** When the grant stops being valid (epoch ms); null: never. */
+      expiresAt: number | null;
+      dependsOnAddress: boolean;
       resolver: string;
       virtualKeyId: number | null;
       /** Set when the grant is the last known one, served because a resolver failed. */
@@ -199,6 +202,8 @@ function outcomeOf(resolution: Exclude<Resolution, { outcome: 'pass' }>, resolve
       class: resolution.class,
       key: resolution.key,
       timeout: resolution.timeout ?? null,
+      expiresAt: resolution.expiresAt === undefined ? null : Number(resolution.expiresAt),
+      dependsOnAddress: resolution.dependsOnAddress === true,
       resolver,
       virtualKeyId: resolution.virtualKeyId ?? null,
       reason: null,
@@ -232,6 +237,11 @@ export function validated(resolution: Resolution): Resolution {
       if (t !== undefined && !(Number.isInteger(t.val) && (t.val as number) >= 0 && typeof t.retry === 'boolean')) {
         throw bad('an invalid timeout');
       }
+      const expires = r.expiresAt;
+      if (expires !== undefined && !((expires instanceof Date || typeof expires === 'number') && Number.isFinite(Number(expires)))) {
+        throw bad('an invalid expiresAt (a Date or epoch milliseconds)');
+      }
+      if (r.dependsOnAddress !== undefined && typeof r.dependsOnAddress !== 'boolean') throw bad('a dependsOnAddress that is not a boolean');
       return resolution;
     }
     default:

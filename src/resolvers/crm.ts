@@ -28,6 +28,12 @@ export const crmOptionsSchema = z
     activeStatuses: z.array(z.string()).min(1).default(['active']),
     /** Dot path to the customer's product codes: a list, a single value, or objects (see productCodeField). */
     productsPath: z.string().min(1).default('products'),
+    /**
+     * Dot path to when the customer's entitlement ends (`contract.endsAt`): an ISO 8601 time
+     * with a zone, or epoch seconds. A grant is denied (`expired`) from then on, and no grant
+     * cached by Conary outlives it. Absent or null in an answer: no end.
+     */
+    expiresPath: z.string().min(1).optional(),
     /** When products are objects, the field that holds the code. */
     productCodeField: z.string().min(1).optional(),
     /** HTTP statuses meaning "no such customer". */
@@ -91,6 +97,8 @@ export class CrmResolver implements ChainResolver {
   private readonly transport: HttpTransport;
   private readonly headers: Record<string, string>;
   private readonly xml = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@', parseTagValue: false });
+  /** The CRM is asked about the client's address, so its grants may depend on it. */
+  private readonly asksAddress: boolean;
 
   constructor(
     private readonly options: CrmOptions,
@@ -99,6 +107,7 @@ export class CrmResolver implements ChainResolver {
   ) {
     this.transport = new HttpTransport(options);
     this.headers = resolveHeaders(options.headers, env);
+    this.asksAddress = [options.url, options.body ?? ''].some((t) => t.includes('{remote_ip}'));
     if (options.body && !Object.keys(this.headers).some((h) => h.toLowerCase() === 'content-type')) {
       this.headers['Content-Type'] = 'application/json';
     }
@@ -131,7 +140,7 @@ export class CrmResolver implements ChainResolver {
     );
     const negative = o.negativeTtlSeconds === undefined ? {} : { ttlSeconds: o.negativeTtlSeconds };
     if (answer.unknown) return o.onUnknown === 'pass' ? { outcome: 'pass' } : { outcome: 'denied', reason: 'crm_unknown_customer', ...negative };
-    const { status, products } = answer.customer;
+    const { status, products, expiresAt } = answer.customer;
     if (!o.activeStatuses.some((s) => s.toLowerCase() === status.toLowerCase())) {
       return o.onInactive === 'pass' ? { outcome: 'pass' } : { outcome: 'denied', reason: 'crm_inactive', ...negative };
     }
@@ -147,6 +156,8 @@ export class CrmResolver implements ChainResolver {
           class: product.class,
           key: product.key,
           ...(o.ttlSeconds !== undefined && { ttlSeconds: o.ttlSeconds }),
+          ...(expiresAt !== undefined && { expiresAt }),
+          ...(this.asksAddress && { dependsOnAddress: true }),
         };
       }
     }
@@ -158,7 +169,7 @@ export class CrmResolver implements ChainResolver {
   }
 
   /** The customer's status and product codes from a JSON or XML answer. */
-  private read(body: string, contentType: string): { status: string; products: string[] } {
+  private read(body: string, contentType: string): { status: string; products: string[]; expiresAt?: number } {
     const xml = this.options.format === 'xml' || (this.options.format === 'auto' && /xml/i.test(contentType));
     let doc: unknown;
     try {
@@ -177,7 +188,8 @@ export class CrmResolver implements ChainResolver {
     if (!products.every((p) => typeof p === 'string' || typeof p === 'number')) {
       throw new ResolverFailure('malformed', `the CRM's answer has product entries without a code at ${this.options.productsPath}`);
     }
-    return { status: String(status), products: products.map(String) };
+    const expiresAt = this.options.expiresPath === undefined ? undefined : expiryAt(doc, this.options.expiresPath);
+    return { status: String(status), products: products.map(String), ...(expiresAt !== undefined && { expiresAt }) };
   }
 }
 
@@ -188,6 +200,20 @@ function at(doc: unknown, path: string): unknown {
     value = (value as Record<string, unknown>)[part];
   }
   return value;
+}
+
+/** The end of the customer's entitlement at `path` (epoch ms), undefined when there is none. */
+function expiryAt(doc: unknown, path: string): number | undefined {
+  const raw = at(doc, path);
+  if (raw === undefined || raw === null || raw === '') return undefined;
+  const text = String(raw);
+  const ms = /^\d{1,12}$/.test(text)
+    ? Number(text) * 1000
+    : /^\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:\d{2})$/i.test(text)
+      ? Date.parse(text)
+      : Number.NaN;
+  if (!Number.isFinite(ms)) throw new ResolverFailure('malformed', `the CRM's answer has an unreadable time at ${path} (ISO 8601 with a zone, or epoch seconds)`);
+  return ms;
 }
 
 function resolveHeaders(headers: Record<string, string>, env: NodeJS.ProcessEnv): Record<string, string> {

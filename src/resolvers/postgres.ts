@@ -47,6 +47,8 @@ function toResolution(decision: CheckDecision): Resolution {
       class: e.class,
       key: e.key,
       ...(e.timeout !== null && { timeout: e.timeout }),
+      ...(e.expiresAt !== null && { expiresAt: e.expiresAt }),
+      ...(e.dependsOnAddress && { dependsOnAddress: true }),
       ttlSeconds: 0,
       virtualKeyId: decision.virtualKeyId,
     };

@@ -45,8 +45,22 @@ export interface Entitled {
   class: string | null;
   /** The real entitlement key Conary looks up. Conary-safe, 1 to 255 characters. */
   key: string;
-  /** Conary's own cache of this grant: `<timeout val retry>`. */
+  /**
+   * Conary's own cache of this grant: `<timeout val retry>`. entgate lowers `val` so that the
+   * cached grant never outlives `expiresAt`, and sends `val="0"` when `dependsOnAddress`.
+   */
   timeout?: { val: number; retry: boolean };
+  /**
+   * When this grant stops being valid (a subscription's end, say): a Date or epoch
+   * milliseconds. entgate denies it (`expired`) from then on, even from its caches, and no
+   * cached grant in Conary outlives it.
+   */
+  expiresAt?: Date | number;
+  /**
+   * True when the decision depended on `request.remoteIp`. Conary caches grants without
+   * regard to the client's address, so such a grant is sent with `<timeout val="0"/>`.
+   */
+  dependsOnAddress?: boolean;
   /** How long entgate may reuse this answer (seconds); 0 = do not cache. Default: ENTGATE_CACHE_TTL_SECONDS. */
   ttlSeconds?: number;
   /** For audit: the virtual key id, when the resolver has one. */

@@ -51,19 +51,19 @@ describe('the Conary judge reproduces the quirks of Conary’s entitlement parse
   it('when a value contains an entity reference, then only the text after it is kept (my&amp;Product reads Product)', async () => {
     const v = await judgeEntitlement(ent('<server>s</server><class>my&amp;Product</class><key>real&lt;key</key>'), 's');
     assert.deepEqual([v.granted, v.class, v.key], [true, 'Product', 'key']);
-    const charRef = await judgeEntitlement(ent('<server>s</server><key>ab&#65;cd</key>'), 's');
+    const charRef = await judgeEntitlement(ent('<server>s</server><class>c</class><key>ab&#65;cd</key>'), 's');
     assert.equal(charRef.key, 'cd');
   });
 
   it('when a value contains a newline, then only the text after it is kept (ab\\ncd reads cd)', async () => {
-    const v = await judgeEntitlement(ent('<server>s</server><key>ab\ncd</key>'), 's');
+    const v = await judgeEntitlement(ent('<server>s</server><class>c</class><key>ab\ncd</key>'), 's');
     assert.deepEqual([v.granted, v.key], [true, 'cd']);
-    const trailing = await judgeEntitlement(ent('<server>s</server><key>k\n</key>'), 's');
+    const trailing = await judgeEntitlement(ent('<server>s</server><class>c</class><key>k\n</key>'), 's');
     assert.equal(trailing.key, '\n');
   });
 
   it('when a value is a CDATA section, then it is delivered in one piece', async () => {
-    const v = await judgeEntitlement(ent('<server>s</server><key><![CDATA[a&b<c]]></key>'), 's');
+    const v = await judgeEntitlement(ent('<server>s</server><class>c</class><key><![CDATA[a&b<c]]></key>'), 's');
     assert.equal(v.key, 'a&b<c');
   });
 
@@ -73,26 +73,26 @@ describe('the Conary judge reproduces the quirks of Conary’s entitlement parse
   });
 
   it('when whitespace is inside an element, then it is part of the value; between elements it is harmless', async () => {
-    const v = await judgeEntitlement(doc('<entitlement>\n  <server>s</server>\n  <key> k </key>\n</entitlement>'), 's');
+    const v = await judgeEntitlement(doc('<entitlement>\n  <server>s</server>\n  <class>c</class>\n  <key> k </key>\n</entitlement>'), 's');
     assert.deepEqual([v.granted, v.server, v.key], [true, 's', ' k ']);
   });
 
   it('when the document has any element but entitlement, server, class, key and timeout, then there is no access', async () => {
-    for (const inner of ['<server>s</server><key>k</key><foo/>', '<server>s</server><Key>k</Key>', '<server>s</server><key><b>k</b></key>']) {
+    for (const inner of ['<server>s</server><class>c</class><key>k</key><foo/>', '<server>s</server><Key>k</Key>', '<server>s</server><class>c</class><key><b>k</b></key>']) {
       const v = await judgeEntitlement(ent(inner), 's');
       assert.equal(v.granted, false, inner);
       assert.match(v.error ?? '', /^SyntaxError: element <\w+> is not allowed/, inner);
     }
-    const otherRoot = await judgeEntitlement(`${DECLARATION}<grant><server>s</server><key>k</key></grant>`, 's');
+    const otherRoot = await judgeEntitlement(`${DECLARATION}<grant><server>s</server><class>c</class><key>k</key></grant>`, 's');
     assert.equal(otherRoot.granted, false);
   });
 
   it('when any value (server, class or key) has a non-ASCII character, then there is no access', async () => {
     for (const inner of [
-      '<server>s</server><key>k\u00e9</key>',
+      '<server>s</server><class>c</class><key>k\u00e9</key>',
       '<server>s</server><class>caf\u00e9</class><key>k</key>',
       '<server>s\u00e9</server><key>k</key>',
-      '<server>s</server><key>&#233;</key>',
+      '<server>s</server><class>c</class><key>&#233;</key>',
     ]) {
       const v = await judgeEntitlement(ent(inner), inner.includes('s\u00e9') ? 's\u00e9' : 's');
       assert.equal(v.granted, false, inner);
@@ -112,28 +112,32 @@ describe('the Conary judge reproduces the quirks of Conary’s entitlement parse
     }
   });
 
-  it('when the key or the server is missing, then there is no access', async () => {
+  it('when the class, the key or the server is missing, then there is no access (Conary reads each unconditionally)', async () => {
+    const noClass = await judgeEntitlement(ent('<server>s</server><key>k</key>'), 's');
+    assert.equal(noClass.granted, false);
+    assert.match(noClass.error ?? '', /^KeyError: 'class'/);
     const noKey = await judgeEntitlement(ent('<server>s</server><class>c</class>'), 's');
-    assert.deepEqual([noKey.granted, noKey.error], [false, "KeyError: 'key'"]);
+    assert.equal(noKey.granted, false);
+    assert.match(noKey.error ?? '', /^KeyError: 'key'/);
     const noServer = await judgeEntitlement(ent('<class>c</class><key>k</key>'), 's');
     assert.deepEqual([noServer.granted, noServer.error], [false, "KeyError: 'server'"]);
   });
 
   it('when <timeout val="5"/> has no retry and no DOCTYPE default, then reading it fails (KeyError) and there is no access', async () => {
-    const bare = await judgeEntitlement(ent('<server>s</server><key>k</key><timeout val="5"/>'), 's');
+    const bare = await judgeEntitlement(ent('<server>s</server><class>c</class><key>k</key><timeout val="5"/>'), 's');
     assert.equal(bare.granted, false);
     assert.equal(bare.error, "KeyError: 'retry'");
-    const noDtd = await judgeEntitlement(`${DECLARATION}<entitlement><server>s</server><key>k</key><timeout val="5"/></entitlement>`, 's');
+    const noDtd = await judgeEntitlement(`${DECLARATION}<entitlement><server>s</server><class>c</class><key>k</key><timeout val="5"/></entitlement>`, 's');
     assert.equal(noDtd.granted, false);
   });
 
   it('when the DOCTYPE declares the retry default, then <timeout val="5"/> reads as timeout 5 with retry True', async () => {
-    const v = await judgeEntitlement(doc('<entitlement><server>s</server><key>k</key><timeout val="5"/></entitlement>', DTD_WITH_TIMEOUT), 's');
-    assert.deepEqual(v, { granted: true, server: 's', key: 'k', timeout: 5, retry: true });
+    const v = await judgeEntitlement(doc('<entitlement><server>s</server><class>c</class><key>k</key><timeout val="5"/></entitlement>', DTD_WITH_TIMEOUT), 's');
+    assert.deepEqual(v, { granted: true, server: 's', class: 'c', key: 'k', timeout: 5, retry: true });
   });
 
   it('when retry is anything but the exact string True, then retry is False; val is optional and must be an integer', async () => {
-    const read = (attrs: string) => judgeEntitlement(ent(`<server>s</server><key>k</key><timeout ${attrs}/>`), 's');
+    const read = (attrs: string) => judgeEntitlement(ent(`<server>s</server><class>c</class><key>k</key><timeout ${attrs}/>`), 's');
     const explicitFalse = await read('val="7" retry="False"');
     assert.deepEqual([explicitFalse.granted, explicitFalse.timeout, explicitFalse.retry], [true, 7, false]);
     assert.equal((await read('val="7" retry="true"')).retry, false);
@@ -148,19 +152,19 @@ describe('the Conary judge reproduces the quirks of Conary’s entitlement parse
   });
 
   it('when the body is not well-formed where expat can tell mid-stream, then there is no access', async () => {
-    for (const body of ['not xml at all', '<entitlement><server>s</server><key>k</key></entitlement><key>x</key>', '<entitlement><server>s</server><key>k</server>', '']) {
+    for (const body of ['not xml at all', '<entitlement><server>s</server><class>c</class><key>k</key></entitlement><key>x</key>', '<entitlement><server>s</server><class>c</class><key>k</server>', '']) {
       assert.equal((await judgeEntitlement(body, 's')).granted, false, JSON.stringify(body));
     }
   });
 
   it('when the document is cut short after the key, then it is still read, as Conary parses with isfinal left False', async () => {
-    const v = await judgeEntitlement(`${DECLARATION}${DTD}<entitlement><server>s</server><key>k</key>`, 's');
+    const v = await judgeEntitlement(`${DECLARATION}${DTD}<entitlement><server>s</server><class>c</class><key>k</key>`, 's');
     assert.deepEqual([v.granted, v.server, v.key], [true, 's', 'k']);
   });
 
   it('judges many documents at once, each answer for its own document', async () => {
     const verdicts = await judgeEntitlements(
-      Array.from({ length: 50 }, (_, i) => ({ document: ent(`<server>s${i}</server><key>k${i}</key>`), requestedServer: i % 2 ? `s${i}` : 'x' })),
+      Array.from({ length: 50 }, (_, i) => ({ document: ent(`<server>s${i}</server><class>c</class><key>k${i}</key>`), requestedServer: i % 2 ? `s${i}` : 'x' })),
     );
     verdicts.forEach((v, i) => assert.deepEqual([v.granted, v.key], [i % 2 === 1, `k${i}`]));
   });
@@ -176,7 +180,7 @@ describe("entgate's document renderer, read by the Conary judge", () => {
   it('when any Conary-safe server, class and key are rendered, then Conary reads exactly them back', async () => {
     const grant = fc.record({
       server: conarySafe,
-      class: fc.option(conarySafe, { nil: null }),
+      class: fc.oneof(conarySafe, fc.constant('')),
       key: conarySafe,
       timeout: fc.option(fc.record({ val: fc.nat({ max: 31_536_000 }), retry: fc.boolean() }), { nil: null }),
     });
@@ -189,7 +193,7 @@ describe("entgate's document renderer, read by the Conary judge", () => {
         key: g.key,
         timeout: g.timeout?.val ?? null,
         retry: g.timeout?.retry ?? true,
-        ...(g.class !== null && { class: g.class }),
+        class: g.class === '' ? 'None' : g.class,
       };
       assert.deepEqual(verdicts[i], expected, JSON.stringify(g));
     });
@@ -256,11 +260,11 @@ describe("entgate's answers, read by the Conary judge", () => {
     assert.deepEqual(v, SEED_VERDICT);
   });
 
-  it('when the entitlement has no class, then Conary reads no class, whether or not the request carried one', async () => {
+  it('when the entitlement has no class, then Conary still reads a class: the one asked with, else an empty one (None)', async () => {
     await map({ server: 'rm.example.com', key: 'no-class-real-key' }, 'vk-noclass');
-    for (const cls of [undefined, 'someClass']) {
+    for (const [cls, read] of [[undefined, 'None'], ['someClass', 'someClass'], ['caf\u00e9', 'None'], ['a&b', 'None']] as const) {
       const v = await ask({ server: 'rm.example.com', key: 'vk-noclass', ...(cls !== undefined && { class: cls }) });
-      assert.deepEqual(v, { granted: true, server: 'rm.example.com', key: 'no-class-real-key', timeout: null, retry: true });
+      assert.deepEqual(v, { granted: true, server: 'rm.example.com', class: read, key: 'no-class-real-key', timeout: null, retry: true }, String(cls));
     }
   });
 
@@ -268,7 +272,8 @@ describe("entgate's answers, read by the Conary judge", () => {
     const cases = [
       { cacheTimeout: 600, retry: true },
       { cacheTimeout: 600, retry: false },
-      { cacheTimeout: 0, retry: false },
+      { cacheTimeout: 1, retry: false },
+      { cacheTimeout: 0, retry: true },
       { cacheTimeout: 31_536_000 }, // retry left to its default (true)
     ];
     for (const [i, extra] of cases.entries()) {
@@ -305,7 +310,7 @@ describe("entgate's answers, read by the Conary judge", () => {
     const servers = ['localhost', 'REPO_1.Internal', '10.0.0.1', '[2001:db8::1]:8443', 'rm.example.com:80', `odd${odd}name`, 'two words'];
     const verdicts = await Promise.all(servers.map((server) => ask({ server, key: 'vk-any' })));
     servers.forEach((server, i) =>
-      assert.deepEqual(verdicts[i], { granted: true, server, key: 'any-real', timeout: null, retry: true }, server),
+      assert.deepEqual(verdicts[i], { granted: true, server, class: 'None', key: 'any-real', timeout: null, retry: true }, server),
     );
   });
 
@@ -329,12 +334,15 @@ describe("entgate's answers, read by the Conary judge", () => {
     assert.deepEqual([spaces.granted, spaces.class, spaces.key], [true, 'in side', 'a b  c']);
   });
 
-  it('when the key is restricted to CIDRs and asked from inside them, then the document Conary reads is the same', async () => {
+  it('when the key is restricted to CIDRs and asked from inside them, then Conary reads the grant with timeout 0 (never cached), retry True', async () => {
     await map({ server: 'rm.example.com', class: 'net', key: 'net-real' }, 'vk-net', { allowedCidrs: ['10.0.0.0/8', '2001:db8::/32'] });
-    for (const remoteIp of ['10.1.2.3', '::ffff:10.9.9.9', '2001:db8::7']) {
+    await map({ server: 'rm.example.com', class: 'net', key: 'net-real' }, 'vk-net-timed', { allowedCidrs: ['10.0.0.0/8'], cacheTimeout: 600, retry: false });
+    for (const remoteIp of ['10.1.2.3', '::ffff:10.9.9.9', '2001:db8::7', '10.1.2.3:5555', '[2001:db8::7]:443']) {
       const v = await ask({ server: 'rm.example.com', key: 'vk-net', remoteIp });
-      assert.deepEqual([v.granted, v.class, v.key], [true, 'net', 'net-real'], remoteIp);
+      assert.deepEqual(v, { granted: true, server: 'rm.example.com', class: 'net', key: 'net-real', timeout: 0, retry: true }, remoteIp);
     }
+    const timed = await ask({ server: 'rm.example.com', key: 'vk-net-timed', remoteIp: '10.0.0.1' });
+    assert.deepEqual([timed.timeout, timed.retry], [0, true], 'its own cache timeout is not sent');
   });
 
   const MANGLED = ['a&b', 'a<b', 'a>b', 'a"b', "a'b", '<', '>', '&', 'caf\u00e9', 'a\nb', 'a\tb', 'a\rb', ' a', 'a ', ' ', '', 'x'.repeat(256)];

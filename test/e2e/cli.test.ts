@@ -19,11 +19,17 @@ describe('entgate CLI against a running server', () => {
     const vk = await cli('vkey', 'add', '--entitlement', entId, '--key', 'cust-0001', '--cache-timeout', '600', '--no-retry', '--allow-ip', '10.0.0.0/8', '--allow-ip', '192.168.1.0/24', '--customer', 'ACME');
     assert.equal(vk.code, 0, vk.stderr);
     assert.match(vk.stdout, /^\d+\n$/);
+    // Locked to networks: Conary must not cache it, whatever its cache timeout (and the admin is told).
+    assert.match(vk.stderr, /^warning: cacheTimeout is not sent for this key: it is locked to allowedCidrs/);
 
     const granted = await check('server=rm.example.com;class=myProduct;key=cust-0001;remote_ip=192.168.1.20');
     assert.equal(granted.status, 200);
-    assert.match(await granted.text(), /<key>realkey-1<\/key><timeout val="600" retry="False"\/>/);
+    assert.match(await granted.text(), /<key>realkey-1<\/key><timeout val="0" retry="True"\/>/);
     assert.equal((await check('server=rm.example.com;key=cust-0001;remote_ip=172.16.0.1')).status, 404);
+
+    const timed = await cli('vkey', 'add', '--entitlement', entId, '--key', 'cust-0002', '--cache-timeout', '600', '--no-retry');
+    assert.deepEqual([timed.code, timed.stderr], [0, '']);
+    assert.match(await (await check('server=rm.example.com;key=cust-0002')).text(), /<class>myProduct<\/class><key>realkey-1<\/key><timeout val="600" retry="False"\/>/);
 
     const revoke = await cli('vkey', 'revoke', 'cust-0001');
     assert.equal(revoke.code, 0, revoke.stderr);
@@ -168,6 +174,8 @@ describe('entgate CLI against a running server', () => {
       ['vkey', 'add', '--entitlement', 'abc'],
       ['vkey', 'add', '--entitlement', '999999', '--key', 'x'],
       ['vkey', 'add', '--entitlement', '1', '--key', 'x', '--expires', 'soon'],
+      ['vkey', 'add', '--entitlement', '1', '--key', 'x', '--no-retry'],
+      ['vkey', 'add', '--entitlement', '1', '--key', 'x', '--no-retry', '--cache-timeout', '0'],
       ['vkey', 'revoke', 'no-such-key'],
       ['vkey', 'revoke'],
       ['entitlement', 'frobnicate'],

@@ -26,8 +26,8 @@ export interface JudgeRequest {
 const SCRIPT = fileURLToPath(new URL('./conary_judge.py', import.meta.url));
 const PYTHON = process.env.PYTHON3 || 'python3';
 
-interface Waiter {
-  resolve: (verdict: ConaryVerdict) => void;
+interface Waiter<V> {
+  resolve: (verdict: V) => void;
   reject: (err: Error) => void;
 }
 
@@ -38,7 +38,7 @@ interface Waiter {
  */
 class JudgeProcess {
   private readonly child: ChildProcessWithoutNullStreams;
-  private readonly waiting = new Map<number, Waiter>();
+  private readonly waiting = new Map<number, Waiter<ConaryVerdict>>();
   private nextId = 1;
   private failure: Error | undefined;
   private readonly exited: Promise<void>;
@@ -64,12 +64,16 @@ class JudgeProcess {
   }
 
   judge(document: string | Uint8Array, requestedServer: string): Promise<ConaryVerdict> {
+    const bytes = typeof document === 'string' ? Buffer.from(document, 'utf8') : Buffer.from(document);
+    return this.send({ doc: bytes.toString('base64'), server: requestedServer });
+  }
+
+  send<V extends ConaryVerdict>(request: Record<string, unknown>): Promise<V> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
-    const bytes = typeof document === 'string' ? Buffer.from(document, 'utf8') : Buffer.from(document);
-    const line = `${JSON.stringify({ id, doc: bytes.toString('base64'), server: requestedServer })}\n`;
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
+    const line = `${JSON.stringify({ id, ...request })}\n`;
+    return new Promise<V>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: ConaryVerdict) => void, reject });
       this.holdLoop();
       this.child.stdin.write(line);
     });
@@ -123,6 +127,53 @@ let judgeProcess: JudgeProcess | undefined;
 export function judgeEntitlement(document: string | Uint8Array, requestedServer: string): Promise<ConaryVerdict> {
   judgeProcess ??= new JudgeProcess();
   return judgeProcess.judge(document, requestedServer);
+}
+
+/** What a repository made of one entitlement a client presented. */
+export interface RepositoryVerdict extends ConaryVerdict {
+  /** Whether the repository asked the service (false: answered from its own cache). */
+  asked: boolean;
+  /** The service's HTTP status, when it was asked and answered. */
+  status?: number;
+}
+
+export interface ConaryRepositoryOptions {
+  /** The repository's entitlementCheckURL, as configured (used as given). */
+  entitlementCheckURL: string;
+  /** The repository's authCacheTimeout (seconds); undefined: not set (Conary's default). */
+  authCacheTimeout?: number;
+  /** The real keys in the repository's own Entitlements table; undefined: any key has roles. */
+  realKeys?: string[];
+}
+
+let repositories = 0;
+
+/**
+ * A Conary repository with entitlementCheckURL set, played by the judge: each `present` is a
+ * client presenting one entitlement, handled as getAuthorizedRoles does (its grant cache on
+ * server + class + key, the document's `<timeout>` or authCacheTimeout, retry, the URL built
+ * with `;` and urllib.quote, any non-2xx is no access). `now` (seconds) replaces the
+ * repository's clock for cache expiry; left out, the real clock.
+ */
+export function conaryRepository(options: ConaryRepositoryOptions) {
+  const repo = `repo-${process.pid}-${++repositories}`;
+  return {
+    present(q: { server: string; class?: string; key: string; remoteIp?: string; now?: number }): Promise<RepositoryVerdict> {
+      judgeProcess ??= new JudgeProcess();
+      return judgeProcess.send<RepositoryVerdict>({
+        op: 'check',
+        repo,
+        url: options.entitlementCheckURL,
+        server: q.server,
+        key: q.key,
+        ...(q.class !== undefined && { class: q.class }),
+        ...(q.remoteIp !== undefined && { remote_ip: q.remoteIp }),
+        ...(q.now !== undefined && { now: q.now }),
+        ...(options.authCacheTimeout !== undefined && { authCacheTimeout: options.authCacheTimeout }),
+        ...(options.realKeys !== undefined && { realKeys: options.realKeys }),
+      });
+    },
+  };
 }
 
 /** Many documents at once: every one is written to the judge before any answer is awaited. */

@@ -33,6 +33,53 @@ for (const target of databaseTargets) {
       }
     });
 
+    it('refuses retry false without a cache timeout of 1 or more, on create, change and import, and changes nothing', async () => {
+      const keys = await count('virtual_keys');
+      for (const extra of [{ retry: false }, { retry: false, cacheTimeout: 0 }, { retry: false, cacheTimeout: null }]) {
+        const res = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId, key: 'no-retry-key', ...extra });
+        assert.deepEqual([res.status, res.body.code], [400, 'invalid_request'], JSON.stringify(extra));
+        assert.match(res.body.message, /retry: retry false needs a cacheTimeout of 1 second or more/);
+      }
+      const csv = await api().post('/admin/v1/virtual-keys/import').set(AUTH).type('text/csv').send(`key,entitlement_id,retry\nnr-csv,${entitlementId},false\n`);
+      assert.deepEqual([csv.status, csv.body.code], [400, 'import_invalid']);
+      assert.match(csv.body.message, /^line 2: retry: retry false needs a cacheTimeout/);
+      assert.equal(await count('virtual_keys'), keys);
+
+      const made = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId, key: 'retry-key-1', cacheTimeout: 60, retry: false });
+      assert.equal(made.status, 201, JSON.stringify(made.body));
+      for (const patch of [{ cacheTimeout: null }, { cacheTimeout: 0 }]) {
+        const res = await api().patch(`/admin/v1/virtual-keys/${made.body.id}`).set(AUTH).send(patch);
+        assert.deepEqual([res.status, res.body.code], [400, 'invalid_request'], JSON.stringify(patch));
+      }
+      const plain = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId, key: 'retry-key-2' });
+      assert.equal((await api().patch(`/admin/v1/virtual-keys/${plain.body.id}`).set(AUTH).send({ retry: false })).status, 400);
+      // Both at once is fine, and so is dropping the timeout together with retry false.
+      assert.equal((await api().patch(`/admin/v1/virtual-keys/${plain.body.id}`).set(AUTH).send({ retry: false, cacheTimeout: 5 })).status, 200);
+      assert.equal((await api().patch(`/admin/v1/virtual-keys/${made.body.id}`).set(AUTH).send({ retry: true, cacheTimeout: null })).status, 200);
+      const stored = await api().get(`/admin/v1/virtual-keys/${made.body.id}`).set(AUTH);
+      assert.deepEqual([stored.body.retry, stored.body.cacheTimeout], [true, null]);
+      // The database keeps the rule too.
+      await assert.rejects(svc.db.knex('virtual_keys').where({ id: plain.body.id }).update({ cache_timeout_seconds: null }), /virtual_keys_retry_needs_timeout/);
+    });
+
+    it('warns, in the answer, when a network-locked key is given a cache timeout it cannot use', async () => {
+      const both = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId, key: 'warn-key-1', allowedCidrs: ['10.0.0.0/8'], cacheTimeout: 600 });
+      assert.equal(both.status, 201);
+      assert.equal(both.body.warnings.length, 1);
+      assert.match(both.body.warnings[0], /^cacheTimeout is not sent for this key: it is locked to allowedCidrs/);
+      const none = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId, key: 'warn-key-2', cacheTimeout: 600 });
+      assert.equal('warnings' in none.body, false);
+      const patched = await api().patch(`/admin/v1/virtual-keys/${none.body.id}`).set(AUTH).send({ allowedCidrs: ['192.0.2.0/24'] });
+      assert.equal(patched.body.warnings.length, 1);
+      const csv = await api()
+        .post('/admin/v1/virtual-keys/import')
+        .set(AUTH)
+        .type('text/csv')
+        .send(`key,entitlement_id,allowed_cidrs,cache_timeout\nwarn-csv-1,${entitlementId},,60\nwarn-csv-2,${entitlementId},10.0.0.0/8,60\n`);
+      assert.equal(csv.status, 201);
+      assert.deepEqual(csv.body.warnings.map((w: { line: number }) => w.line), [3]);
+    });
+
     it('creates, reads, lists, updates and deletes entitlements', async () => {
       const created = await api()
         .post('/admin/v1/entitlements')

@@ -75,18 +75,18 @@ function inTen(remoteIp: string | undefined): boolean {
 type Expected =
   | { status: 400; reason: string }
   | { status: 404 }
-  | { status: 200; server: string; mapped: MappedKey };
+  | { status: 200; server: string; class: string | undefined; mapped: MappedKey };
 
 /** The answer a query must get, from the project's parser and the model above. */
 function expected(query: string): Expected {
   const parsed = parseCheckQuery(query);
   if (!parsed.ok) return { status: 400, reason: parsed.reason };
-  const { server, key, remoteIp } = parsed.request;
+  const { server, key, remoteIp, class: cls } = parsed.request;
   const mapped = BY_KEY.get(key);
   if (mapped === undefined || mapped.state !== 'active') return { status: 404 };
   if (!modelConarySafe(server) || !modelCovers(mapped.pattern, server)) return { status: 404 };
   if (mapped.onlyTen && !inTen(remoteIp)) return { status: 404 };
-  return { status: 200, server, mapped };
+  return { status: 200, server, class: cls, mapped };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -245,7 +245,8 @@ describe('hostile queries against the rUS check', () => {
           key: m.real,
           timeout: m.timeout?.val ?? null,
           retry: m.timeout?.retry ?? true,
-          ...(m.class !== null && { class: m.class }),
+          // Always a class: the entitlement's, else the one asked with when Conary reads it back, else empty (None).
+          class: m.class ?? (want.class !== undefined && modelConarySafe(want.class) ? want.class : 'None'),
         },
         where,
       );

@@ -48,7 +48,7 @@ describe('parseImportCsv: reading', () => {
   });
 
   it('when the file has a byte-order mark or CRLF line ends, then it is read the same', () => {
-    const read = rows('\ufeffkey,entitlement_id,retry\r\nk1,1,true\r\nk2,2,false\r\n');
+    const read = rows('\ufeffkey,entitlement_id,retry,cache_timeout\r\nk1,1,true,\r\nk2,2,false,60\r\n');
     assert.deepEqual(
       read.map((r) => [r.line, r.input.key, r.input.entitlementId, r.input.retry]),
       [
@@ -61,6 +61,12 @@ describe('parseImportCsv: reading', () => {
   it('when retry is true or false, then it is a boolean; cache_timeout 0 is kept', () => {
     const read = rows('key,entitlement_id,retry,cache_timeout\na,1,true,0\nb,1,false,31536000\n');
     assert.deepEqual(read.map((r) => [r.input.retry, r.input.cacheTimeout]), [[true, 0], [false, 31_536_000]]);
+  });
+
+  it('when retry is false without a cache_timeout of 1 or more, then the line is refused, saying why', () => {
+    const p = problems('key,entitlement_id,retry,cache_timeout\na,1,false,\nb,1,false,0\nc,1,false,1\n');
+    assert.deepEqual(p.map((x) => x.line), [2, 3]);
+    for (const x of p) assert.match(x.message, /^retry: retry false needs a cacheTimeout of 1 second or more/);
   });
 });
 

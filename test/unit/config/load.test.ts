@@ -19,6 +19,24 @@ function configError(env: Record<string, string>): string {
   return message;
 }
 
+describe('loadConfig: the rUS check paths', () => {
+  it('when ENTGATE_CHECK_PATHS is set, then each path is kept without its trailing slash, once', () => {
+    assert.deepEqual(loadConfig({ ENTGATE_CHECK_PATHS: '/service, /rus/check/,/service/,/' }).checkPaths, ['/service', '/rus/check', '/']);
+    assert.deepEqual(loadConfig({ ENTGATE_CHECK_PATHS: '/a.b/c~d_e-f' }).checkPaths, ['/a.b/c~d_e-f']);
+  });
+
+  it("when a path is not a plain absolute path, or is one of entgate's own, then start-up is refused naming it", () => {
+    const bad = ['service', '/a?b', '/a b', '/a//b', '/a/../b', '/./a', '/%2e', '/admin', '/admin/v1/x', '/v1', '/HEALTHZ', '/readyz', '/metrics', '/openapi.json', '/softwareEntitlements', '/x/softwareentitlements', '/console', ' , '];
+    for (const path of bad) assert.match(configError({ ENTGATE_CHECK_PATHS: path }), /ENTGATE_CHECK_PATHS/, path);
+  });
+
+  it('when ENTGATE_RUS_AUTH_CACHE_TIMEOUT is set, then it is a whole number of seconds from 1; unset, it is undefined', () => {
+    assert.equal(loadConfig({}).repositoryCacheSeconds, undefined);
+    assert.equal(loadConfig({ ENTGATE_RUS_AUTH_CACHE_TIMEOUT: '3600' }).repositoryCacheSeconds, 3600);
+    for (const v of ['0', '-1', '1.5', 'abc']) assert.match(configError({ ENTGATE_RUS_AUTH_CACHE_TIMEOUT: v }), /ENTGATE_RUS_AUTH_CACHE_TIMEOUT/, v);
+  });
+});
+
 describe('loadConfig', () => {
   it('when the environment is empty, then every documented default applies and the result is frozen', () => {
     const c = loadConfig({});
@@ -31,6 +49,7 @@ describe('loadConfig', () => {
         databasePoolMax: 10,
         migrateOnStart: true,
         requireClassMatch: false,
+        checkPaths: ['/', '/rus/check'],
         resolvers: ['postgres'],
         failurePolicy: 'deny',
         staleGraceSeconds: 300,

@@ -33,7 +33,7 @@ describe('decide: grants', () => {
     assert.deepEqual(decide(req({ server: 'RM.Example.COM', class: 'ignored' }), mapping(), T0, LOOSE), {
       granted: true,
       virtualKeyId: 7,
-      entitlement: { server: 'RM.Example.COM', class: 'myProduct', key: 'REALKEY', timeout: null },
+      entitlement: { server: 'RM.Example.COM', class: 'myProduct', key: 'REALKEY', timeout: null, expiresAt: null, dependsOnAddress: false },
     });
   });
 
@@ -52,6 +52,15 @@ describe('decide: grants', () => {
       assert.ok(d.granted);
       assert.deepEqual(d.entitlement.timeout, { val: cacheTimeout, retry });
     }
+  });
+
+  it('when the key expires or is locked to networks, then the grant says so (for the timeout Conary is sent)', () => {
+    const expiring = decide(req(), mapping({ expiresAt: T0 + 60_000 }), T0, LOOSE);
+    assert.ok(expiring.granted);
+    assert.deepEqual([expiring.entitlement.expiresAt, expiring.entitlement.dependsOnAddress], [T0 + 60_000, false]);
+    const locked = decide(req({ remoteIp: '10.1.1.1' }), mapping({ allowedCidrs: ['10.0.0.0/8'] }), T0, LOOSE);
+    assert.ok(locked.granted);
+    assert.equal(locked.entitlement.dependsOnAddress, true);
   });
 
   it('when the key has no validity window, then it is granted at any time', () => {

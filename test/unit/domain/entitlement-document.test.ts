@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { XMLParser } from 'fast-xml-parser';
-import { renderEntitlementDocument, PROLOG, PROLOG_WITH_TIMEOUT } from '../../../src/domain/entitlement-document.ts';
+import { conaryTimeout, documentClass, renderEntitlementDocument, PROLOG, PROLOG_WITH_TIMEOUT } from '../../../src/domain/entitlement-document.ts';
 import { DECLARATION, DTD, DTD_WITH_TIMEOUT } from '../../helpers/conary-prolog.ts';
 
 // Conary's emitter, as described in shared/reference/conary-client.md, written out in full.
@@ -16,10 +16,9 @@ describe('renderEntitlementDocument', () => {
     );
   });
 
-  it('when the grant has no class, then <class> is left out (not written empty, which Conary would read as None)', () => {
-    const xml = renderEntitlementDocument({ server: 's', class: null, key: 'K', timeout: null });
-    assert.equal(xml, `${EXPECTED_PROLOG}<entitlement><server>s</server><key>K</key></entitlement>\n`);
-    assert.doesNotMatch(xml, /<class/);
+  it('when the class is empty, then <class> is still written, empty (Conary reads p[\'class\'] unconditionally, and an empty one as None)', () => {
+    const xml = renderEntitlementDocument({ server: 's', class: '', key: 'K', timeout: null });
+    assert.equal(xml, `${EXPECTED_PROLOG}<entitlement><server>s</server><class></class><key>K</key></entitlement>\n`);
   });
 
   it('when the grant has no timeout, then neither the DOCTYPE nor the body mention timeout', () => {
@@ -33,8 +32,8 @@ describe('renderEntitlementDocument', () => {
       `${EXPECTED_PROLOG_WITH_TIMEOUT}<entitlement><server>s</server><class>c</class><key>K</key><timeout val="30" retry="False"/></entitlement>\n`,
     );
     assert.equal(
-      renderEntitlementDocument({ server: 's', class: null, key: 'K', timeout: { val: 0, retry: true } }),
-      `${EXPECTED_PROLOG_WITH_TIMEOUT}<entitlement><server>s</server><key>K</key><timeout val="0" retry="True"/></entitlement>\n`,
+      renderEntitlementDocument({ server: 's', class: '', key: 'K', timeout: { val: 0, retry: true } }),
+      `${EXPECTED_PROLOG_WITH_TIMEOUT}<entitlement><server>s</server><class></class><key>K</key><timeout val="0" retry="True"/></entitlement>\n`,
     );
   });
 
@@ -61,5 +60,56 @@ describe('renderEntitlementDocument', () => {
     const xml = renderEntitlementDocument({ server: 's', class: 'c', key: 'K', timeout: null });
     const body = xml.slice(EXPECTED_PROLOG.length);
     assert.equal(body.indexOf('\n'), body.length - 1);
+  });
+});
+
+describe('documentClass', () => {
+  it("when the entitlement has a class, then that class, whatever was asked", () => {
+    assert.equal(documentClass('myProduct', undefined), 'myProduct');
+    assert.equal(documentClass('myProduct', 'other'), 'myProduct');
+  });
+
+  it('when the entitlement has none, then the class asked with when Conary can read it back, else empty', () => {
+    assert.equal(documentClass(null, 'asked'), 'asked');
+    assert.equal(documentClass(null, undefined), '');
+    for (const unreadable of ['a&b', 'caf\u00e9', ' x', 'a<b', 'x'.repeat(256)]) assert.equal(documentClass(null, unreadable), '', unreadable);
+  });
+});
+
+describe('conaryTimeout', () => {
+  const NOW = Date.UTC(2027, 0, 1);
+  const grant = (over: Partial<Parameters<typeof conaryTimeout>[0]> = {}) => ({ timeout: null, expiresAt: null, dependsOnAddress: false, ...over });
+
+  it('when nothing limits the grant, then its own timeout (or none) is sent as configured', () => {
+    assert.equal(conaryTimeout(grant(), NOW, null), null);
+    assert.equal(conaryTimeout(grant(), NOW, 3600), null);
+    assert.deepEqual(conaryTimeout(grant({ timeout: { val: 600, retry: false } }), NOW, null), { val: 600, retry: false });
+  });
+
+  it('when the grant depends on the client address, then val 0 with retry True, whatever its own timeout', () => {
+    for (const timeout of [null, { val: 600, retry: true }, { val: 600, retry: false }]) {
+      assert.deepEqual(conaryTimeout(grant({ timeout, dependsOnAddress: true }), NOW, 3600), { val: 0, retry: true });
+    }
+  });
+
+  it('when the grant expires before its own timeout, then val is the whole seconds left and retry True', () => {
+    assert.deepEqual(conaryTimeout(grant({ timeout: { val: 600, retry: false }, expiresAt: NOW + 90_999 }), NOW, null), { val: 90, retry: true });
+    assert.deepEqual(conaryTimeout(grant({ timeout: { val: 600, retry: true }, expiresAt: NOW + 999 }), NOW, null), { val: 0, retry: true });
+    assert.deepEqual(conaryTimeout(grant({ timeout: { val: 600, retry: true }, expiresAt: NOW - 5000 }), NOW, null), { val: 0, retry: true });
+  });
+
+  it('when the grant expires after its own timeout, then its own timeout is sent unchanged', () => {
+    assert.deepEqual(conaryTimeout(grant({ timeout: { val: 60, retry: false }, expiresAt: NOW + 61_000 }), NOW, null), { val: 60, retry: false });
+  });
+
+  it("when the grant has no timeout of its own, then it is capped only where the repositories' authCacheTimeout would outlive it", () => {
+    const expiresAt = NOW + 120_500;
+    assert.equal(conaryTimeout(grant({ expiresAt }), NOW, null), null, 'repositories that cache nothing need no cap');
+    assert.equal(conaryTimeout(grant({ expiresAt }), NOW, 60), null, 'their 60 s ends before the key');
+    assert.deepEqual(conaryTimeout(grant({ expiresAt }), NOW, 3600), { val: 120, retry: true });
+  });
+
+  it('when a zero val would come with retry False, then retry is True (Conary would fail the next request)', () => {
+    assert.deepEqual(conaryTimeout(grant({ timeout: { val: 0, retry: false } }), NOW, null), { val: 0, retry: true });
   });
 });

@@ -37,7 +37,7 @@ describe('ResolverChain', () => {
     const first = scripted('first', () => ({ outcome: 'pass' }));
     const second = scripted('second', () => entitled);
     assert.deepEqual(await chain([first, second]).resolve(request, 'h1'), {
-      granted: true, class: 'gold', key: 'real-key', timeout: null, resolver: 'second', virtualKeyId: null, reason: null,
+      granted: true, class: 'gold', key: 'real-key', timeout: null, expiresAt: null, dependsOnAddress: false, resolver: 'second', virtualKeyId: null, reason: null,
     });
     const none = chain([scripted('a', () => ({ outcome: 'pass' })), scripted('b', () => ({ outcome: 'pass' }))]);
     assert.deepEqual(await none.resolve(request, 'h1'), { granted: false, reason: 'unknown_key', resolver: null, virtualKeyId: null });
