@@ -45,6 +45,29 @@ const deniedFor = (applicationId: string) => sesError(403, 'EntitlementDenied', 
 /** The longest entitlement duration: a week, as the leases' longest TTL. */
 export const MAX_DURATION_SECONDS = 7 * 86_400;
 
+/**
+ * A name-based UUID (RFC 9562 version 5: SHA-1 of the namespace's 16 bytes and the name in
+ * UTF-8, version and variant bits set), written in lower case.
+ */
+export function nameBasedUuid(namespace: string, name: string): string {
+  const hash = createHash('sha1').update(Buffer.from(namespace.replaceAll('-', ''), 'hex')).update(name, 'utf8').digest();
+  hash[6] = (hash[6]! & 0x0f) | 0x50;
+  hash[8] = (hash[8]! & 0x3f) | 0x80;
+  const hex = hash.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** entgate's namespace for the vmid of tokens that carry none. */
+export const VMID_NAMESPACE = '27bb05f3-5f97-4799-8662-4e9b3aa68381';
+
+/**
+ * The vmid an approval (v1) answers: the token's `vmid`, else the name-based UUID of its `id`
+ * in VMID_NAMESPACE, so that every request with one token sees the same value. The SDK's
+ * native client reads `vmid` unconditionally (production Azure Batch always sends one): an
+ * approval without it makes the client throw where the application does not catch.
+ */
+export const vmidOf = (claims: { id: string; vmid: string | null }): string => claims.vmid ?? nameBasedUuid(VMID_NAMESPACE, claims.id);
+
 /** Application ids become pool names: `ses-<id>` when the id is plain, else `ses-<hash>`. */
 export function poolOfApplication(applicationId: string): string {
   const id = applicationId.toLowerCase();
@@ -102,7 +125,7 @@ export class SesService {
     if (kind !== 'latest') {
       const id = `entitlement-${randomUUID()}`;
       audit('approved', null, claims.id, id);
-      if (kind === 'approve-v1') return { status: 200, body: { id, ...(claims.vmid !== null && { vmid: claims.vmid }) } };
+      if (kind === 'approve-v1') return { status: 200, body: { id, vmid: vmidOf(claims) } };
       return { status: 200, body: { id, expiry: claims.expires.toISOString() } };
     }
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
 import { ADMIN_TOKEN } from '../helpers/service.ts';
 import { runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
+import { readV1Approval } from '../helpers/ses.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -116,7 +117,7 @@ describe('the SES protocol over HTTPS against the real process, with the vendor 
       assert.equal(res.status, 200, `${version}: ${JSON.stringify(res.body)}`);
       assert.ok(res.pinned, `the chain ${res.chain.join(' <- ')} must carry the pinned intermediate`);
       assert.match((res.body as { id: string }).id, /^entitlement-/);
-      if (version.startsWith('2017-0') && version !== '2017-09-01.6.0') assert.equal((res.body as { vmid: string }).vmid, 'vm-7');
+      if (version.startsWith('2017-0') && version !== '2017-09-01.6.0') assert.equal(readV1Approval(res).vmid, 'vm-7');
     }
     const wrongPin = await sdkClient(base, root, [{ thumbprint: '00'.repeat(20), commonName: pin.commonName }], '2017-05-01.5.0', { applicationId: 'contosoapp', token });
     assert.equal(wrongPin.pinned, false, 'a client pinning another intermediate would refuse this server');

@@ -4,8 +4,9 @@ import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
 import { startTestService, AUTH } from '../helpers/service.ts';
-import { rawToken, writeKeys } from '../helpers/ses.ts';
+import { rawToken, readV1Approval, writeKeys } from '../helpers/ses.ts';
 import type { RunningService } from '../../src/service.ts';
+import { nameBasedUuid, VMID_NAMESPACE } from '../../src/ses/service.ts';
 
 const V1 = '2017-05-01.5.0';
 const V2 = '2018-08-01.7.0';
@@ -49,16 +50,30 @@ for (const target of databaseTargets) {
       const exp = Math.floor(Date.now() / 1000) + 7200;
       const token = await good({ claims: { vmid: 'vm-42' }, exp });
       for (const path of ['/softwareEntitlements', '/softwareEntitlements/']) {
-        const v1 = await post(`${path}?api-version=${V1}`, { applicationId: 'ContosoApp', token });
-        assert.equal(v1.status, 200, JSON.stringify(v1.body));
-        assert.match(v1.body.id, /^entitlement-[0-9a-f-]{36}$/);
-        assert.equal(v1.body.vmid, 'vm-42');
+        const v1 = readV1Approval(await post(`${path}?api-version=${V1}`, { applicationId: 'ContosoApp', token }));
+        assert.match(v1.id, /^entitlement-[0-9a-f-]{36}$/);
+        assert.equal(v1.vmid, 'vm-42');
         const v2 = await post(`${path}?api-version=${V2}`, { token, applicationId: 'contosoapp' });
         assert.deepEqual(Object.keys(v2.body).sort(), ['expiry', 'id']);
         assert.equal(v2.body.expiry, new Date(exp * 1000).toISOString());
       }
-      const noVmid = await post(`/softwareEntitlements?api-version=2017-06-01.5.1`, { applicationId: 'contosoapp', token: await good() });
-      assert.deepEqual(Object.keys(noVmid.body), ['id']);
+    });
+
+    it('answers every approval (v1) with a vmid: the token\'s, else one derived from its id, the same for every request with that token', async () => {
+      const approve = async (token: string, version = V1) => readV1Approval(await post(`/softwareEntitlements?api-version=${version}`, { applicationId: 'contosoapp', token }));
+      const id = `token-${randomUUID()}`;
+      const token = await good({ claims: { id } });
+      const first = await approve(token);
+      const second = await approve(token, '2017-06-01.5.1');
+      assert.match(first.vmid, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a name-based UUID');
+      assert.equal(second.vmid, first.vmid, 'the same token, the same vmid');
+      assert.notEqual(second.id, first.id, 'a fresh entitlement id each time');
+      assert.equal(first.vmid, nameBasedUuid(VMID_NAMESPACE, id), 'derived from the token id as documented');
+      // Another token with the same id (reissued, another lifetime) gets the same vmid; another id, another.
+      assert.equal((await approve(await good({ claims: { id }, exp: Math.floor(Date.now() / 1000) + 600 }))).vmid, first.vmid);
+      const other = await approve(await good());
+      assert.notEqual(other.vmid, first.vmid);
+      assert.equal((await approve(await good({ claims: { id, vmid: 'vm-7' } }))).vmid, 'vm-7', "the token's own vmid wins");
     });
 
     it('accepts every signature and encryption algorithm pair, from keys in PEM and in a JWKS', async () => {
