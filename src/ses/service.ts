@@ -109,10 +109,9 @@ export class SesService {
     const verification = await this.deps.verifier.verify(body.token);
     if (!verification.ok) {
       this.deps.logger.info({ applicationId: body.applicationId, reason: verification.reason }, 'software entitlement refused');
+      // A malformed token is denied like any other, as the reference does; the audit tells it apart.
       audit(verification.kind === 'malformed' ? 'invalid' : 'denied', verification.reason, null);
-      return verification.kind === 'malformed'
-        ? sesError(400, 'EntitlementDenied', 'The token is malformed.')
-        : deniedFor(body.applicationId);
+      return deniedFor(body.applicationId);
     }
     const { claims } = verification;
     const grant = decideGrant(claims, body.applicationId, caller);
