@@ -8,7 +8,7 @@ import { API_VERSIONS, MAX_DURATION_SECONDS, sesError, type SesResult, type SesS
 const MAX_BODY_BYTES = 64 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BASE = /^\/softwareentitlements\/?$/i;
-const ONE = /^\/softwareentitlements\/([^/]+)$/i;
+const ONE = /^\/softwareentitlements\/([^/]+)\/?$/i;
 
 /** True for a path the SES handler answers (anything naming softwareEntitlements, so that a malformed one gets the protocol's 404). */
 export function isSesPath(path: string): boolean {
@@ -83,7 +83,8 @@ const notFound = sesError(404, 'NotFound', 'No such resource.');
  * The Software Entitlement Service on plain node:http, beside the rUS check (a job may ask
  * every minute, and tokens are kilobytes of JSON): `POST /softwareEntitlements` (approve v1/v2,
  * acquire), `POST /softwareEntitlements/{id}` (renew), `DELETE /softwareEntitlements/{id}`
- * (release), each with `?api-version=`, with and without a slash before the query. Every error
+ * (release), each with `?api-version=`, with and without a slash before the query (a doubled
+ * `//` or an extra segment is not found). Every error
  * is `{code, message: {lang, value}}`; the body is read as JSON whatever its Content-Type says
  * (the SDK sends `application/json; odata=minimalmetadata`), up to 64 KiB.
  */

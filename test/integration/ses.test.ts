@@ -228,6 +228,26 @@ for (const target of databaseTargets) {
       assert.equal((await api().delete(`/softwareEntitlements/not-an-id?api-version=${LATEST}`)).status, 404);
     });
 
+    it('renews and releases with and without a slash before the query; a doubled slash or an extra segment is not found', async () => {
+      const acquired = await post(`/softwareEntitlements/?api-version=${LATEST}`, { token: await good(), applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const id = acquired.body.entitlementId as string;
+      for (const path of [`/softwareEntitlements/${id}//`, `//softwareEntitlements/${id}/`, `/softwareEntitlements//${id}/`, `/softwareEntitlements/${id}/x/`, `/softwareEntitlements/${id}/x`]) {
+        const renew = await post(`${path}?api-version=${LATEST}`, { duration: 'PT1M' });
+        assert.deepEqual([renew.status, renew.body.code], [404, 'NotFound'], `renew ${path}`);
+        const release = await api().delete(`${path}?api-version=${LATEST}`);
+        assert.deepEqual([release.status, release.body.code], [404, 'NotFound'], `release ${path}`);
+      }
+      const renewed = await post(`/softwareEntitlements/${id}/?api-version=${LATEST}`, { duration: 'PT1H' });
+      assert.equal(renewed.status, 200, JSON.stringify(renewed.body));
+      assert.ok(Math.abs(Date.parse(renewed.body.expiryTime) - Date.now() - 3_600_000) < 5_000);
+      assert.equal((await api().delete(`/softwareEntitlements/${id.toUpperCase()}/?api-version=${LATEST}`)).status, 204);
+      const again = await post(`/softwareEntitlements/${id}/?api-version=${LATEST}`, { duration: 'PT1M' });
+      assert.deepEqual([again.status, again.body.code], [409, 'AlreadyReleased']);
+      const unknown = await api().delete(`/softwareEntitlements/${randomUUID()}/?api-version=${LATEST}`);
+      assert.deepEqual([unknown.status, unknown.body.code], [404, 'NotFound']);
+    });
+
     it('answers 404 to renew of an id that is not a UUID before reading its body, as release does', async () => {
       for (const [body, why] of [
         [{ duration: 'PT1M' }, 'a good body'],
