@@ -70,6 +70,13 @@ function readJson(req: IncomingMessage): Promise<{ value: unknown } | { refusal:
   });
 }
 
+/** The values of `api-version` in a query, its name matched in any case (`API-Version=`) as the reference matches it. */
+function apiVersions(query: string): string[] {
+  const values: string[] = [];
+  for (const [name, value] of new URLSearchParams(query)) if (name.toLowerCase() === 'api-version') values.push(value);
+  return values;
+}
+
 const field = (b: unknown, name: string): string | undefined => {
   const v = b !== null && typeof b === 'object' ? (b as Record<string, unknown>)[name] : undefined;
   return typeof v === 'string' && v.length > 0 ? v : undefined;
@@ -98,8 +105,8 @@ export function createSesHandler(deps: SesHandlerDeps) {
       req.resume();
       return notFound;
     }
-    const versions = new URLSearchParams(query).getAll('api-version');
-    if (versions.length !== 1 || versions[0] === '') {
+    const versions = apiVersions(query);
+    if (versions.length !== 1) {
       req.resume();
       return sesError(400, 'MissingApiVersion', 'The api-version query parameter is required, once.');
     }
@@ -107,7 +114,7 @@ export function createSesHandler(deps: SesHandlerDeps) {
     const kind = API_VERSIONS[version];
     if (!kind) {
       req.resume();
-      return sesError(400, 'UnsupportedApiVersion', `The api-version ${version.slice(0, 40)} is not supported.`);
+      return sesError(400, 'UnsupportedApiVersion', version === '' ? 'An empty api-version is not supported.' : `The api-version ${version.slice(0, 40)} is not supported.`);
     }
     const caller: IpAddress | undefined = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], deps.trustedProxies);
 

@@ -203,6 +203,34 @@ for (const target of databaseTargets) {
       assert.deepEqual(sorted(got), sorted(expected));
     });
 
+    it('matches the api-version name in any case; an empty one is unsupported, a missing or repeated one missing', async () => {
+      const token = await good();
+      for (const name of ['API-VERSION', 'Api-Version', 'api-Version']) {
+        const v1 = readV1Approval(await post(`/softwareEntitlements?${name}=${V1}`, { token, applicationId: 'contosoapp' }));
+        assert.match(v1.id, /^entitlement-/, name);
+      }
+      const acquired = await post(`/softwareEntitlements/?API-Version=${LATEST}`, { token, applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const one = `/softwareEntitlements/${acquired.body.entitlementId}`;
+      assert.equal((await post(`${one}?API-VERSION=${LATEST}`, { duration: 'PT10M' })).status, 200);
+      assert.equal((await api().delete(`${one}?Api-Version=${LATEST}`)).status, 204);
+
+      const refused: [string, string, string][] = [
+        ['/softwareEntitlements?api-version=', 'UnsupportedApiVersion', 'An empty api-version is not supported.'],
+        ['/softwareEntitlements?API-VERSION=', 'UnsupportedApiVersion', 'An empty api-version is not supported.'],
+        [`${one}?api-version=`, 'UnsupportedApiVersion', 'An empty api-version is not supported.'],
+        ['/softwareEntitlements', 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        ['/softwareEntitlements?apiversion=2017-05-01.5.0', 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        [`/softwareEntitlements?api-version=${V1}&API-VERSION=${V1}`, 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        [`/softwareEntitlements?Api-Version=${V1}&api-version=`, 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+      ];
+      for (const [path, code, value] of refused) {
+        const res = await post(path, { token, applicationId: 'contosoapp' });
+        assert.equal(res.status, 400, path);
+        assert.deepEqual(res.body, { code, message: { lang: 'en-us', value } }, path);
+      }
+    });
+
     it('acquires a durable entitlement, renews it, releases it; renew after release is 409, unknown ids 404', async () => {
       const token = await good();
       const acquired = await post(`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'contosoapp', duration: 'PT5M' });
