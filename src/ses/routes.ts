@@ -111,7 +111,8 @@ export function createSesHandler(deps: SesHandlerDeps) {
       return sesError(400, 'MissingApiVersion', 'The api-version query parameter is required, once.');
     }
     const version = versions[0]!;
-    const kind = API_VERSIONS[version];
+    // Own keys only: `constructor`, `__proto__` or `toString` are not versions.
+    const kind = Object.hasOwn(API_VERSIONS, version) ? API_VERSIONS[version] : undefined;
     if (!kind) {
       req.resume();
       return sesError(400, 'UnsupportedApiVersion', version === '' ? 'An empty api-version is not supported.' : `The api-version ${version.slice(0, 40)} is not supported.`);

@@ -223,6 +223,12 @@ for (const target of databaseTargets) {
         ['/softwareEntitlements?apiversion=2017-05-01.5.0', 'MissingApiVersion', 'The api-version query parameter is required, once.'],
         [`/softwareEntitlements?api-version=${V1}&API-VERSION=${V1}`, 'MissingApiVersion', 'The api-version query parameter is required, once.'],
         [`/softwareEntitlements?Api-Version=${V1}&api-version=`, 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        // Names of Object.prototype are not versions (they were taken for one and the token verified).
+        ...['constructor', '__proto__', 'toString', 'hasOwnProperty'].map((v): [string, string, string] => [
+          `/softwareEntitlements?api-version=${v}`,
+          'UnsupportedApiVersion',
+          `The api-version ${v} is not supported.`,
+        ]),
       ];
       for (const [path, code, value] of refused) {
         const res = await post(path, { token, applicationId: 'contosoapp' });
