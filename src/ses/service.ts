@@ -198,11 +198,12 @@ export class SesService {
   }
 
   /**
-   * Records a renew or release of an id that cannot name an entitlement (not a UUID): answered
-   * 404 like an unknown one. The id as given, cut at 100 characters.
+   * Records a request answered 404 before any lookup: a renew or release of an id that cannot
+   * name an entitlement (not a UUID), or a request on plain HTTP when SES is served on HTTPS
+   * only. The id as given, cut at 100 characters.
    */
-  recordNotFound(operation: 'renew' | 'release', apiVersion: string, id: string, caller: IpAddress | undefined, reason: string): void {
-    this.record({ operation, apiVersion, tokenId: null, applicationId: null, caller, outcome: 'not_found', reason, entitlementId: id.slice(0, 100), started: process.hrtime.bigint() });
+  recordNotFound(operation: TokenEvent['operation'], apiVersion: string, id: string | null, caller: IpAddress | undefined, reason: string): void {
+    this.record({ operation, apiVersion, tokenId: null, applicationId: null, caller, outcome: 'not_found', reason, entitlementId: id?.slice(0, 100) ?? null, started: process.hrtime.bigint() });
   }
 
   /** Records a request refused before any token was read (bad body, applicationId, duration); a renew names its entitlement. */

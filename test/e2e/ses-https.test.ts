@@ -169,8 +169,14 @@ describe('the SES protocol over HTTPS against the real process, with the vendor 
     assert.deepEqual([afterRelease.status, (afterRelease.body as { code: string }).code], [409, 'AlreadyReleased']);
   });
 
-  it('still answers plain HTTP beside HTTPS, and refuses TLS older than 1.2', async () => {
+  it('still answers plain HTTP beside HTTPS, but not SES; and refuses TLS older than 1.2', async () => {
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    const ses = await fetch(`${server.url}/softwareEntitlements?api-version=2017-05-01.5.0`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json; odata=minimalmetadata' },
+      body: JSON.stringify({ applicationId: 'contosoapp', token: await generate() }),
+    });
+    assert.deepEqual([ses.status, await ses.json()], [404, { code: 'NotFound', message: { lang: 'en-us', value: 'No such resource.' } }]);
     const old = await new Promise<string>((resolve) => {
       const req = httpsRequest(`${server.httpsUrl}/healthz`, { ca: root, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' }, () => resolve('connected'));
       req.on('error', (err) => resolve((err as NodeJS.ErrnoException).code ?? err.message));

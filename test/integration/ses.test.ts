@@ -1,18 +1,22 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import request from 'supertest';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
-import { startTestService, AUTH } from '../helpers/service.ts';
+import { startTestService, recordingLogger, AUTH } from '../helpers/service.ts';
 import { rawToken, readV1Approval, writeKeys } from '../helpers/ses.ts';
 import type { RunningService } from '../../src/service.ts';
 import { nameBasedUuid, VMID_NAMESPACE } from '../../src/ses/service.ts';
+import { createDevCertificates } from '../../src/ses/certs.ts';
 
 const V1 = '2017-05-01.5.0';
 const V2 = '2018-08-01.7.0';
 const LATEST = '9999-09-09.99.99';
 const JSON_ODATA = 'application/json; odata=minimalmetadata';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const PLAIN_HTTP_WARNING = /^TLS_CERT_FILE is not set: software entitlement tokens are accepted on plain HTTP/;
 
 for (const target of databaseTargets) {
   describe(`software entitlement service on ${target.name}`, () => {
@@ -29,17 +33,24 @@ for (const target of databaseTargets) {
       assert.deepEqual(res.body, { code: 'EntitlementDenied', message: { lang: 'en-us', value: `Entitlement for ${app} was denied.` } });
     };
     const events = async () => (await svc.db.knex('token_events').select('*').orderBy('id')) as Record<string, unknown>[];
+    let logs: ReturnType<typeof recordingLogger>['lines'];
 
     before(async () => {
       const dir = tempDir();
       keys = writeKeys(dir);
       db = await target.create();
-      svc = await startTestService(db, {
-        ENTGATE_SES_SIGNING_KEYS: keys.signingFiles.join(','),
-        ENTGATE_SES_DECRYPTION_KEYS: keys.decryptionFiles.join(','),
-        ENTGATE_SES_REQUIRE_ENCRYPTED: 'false',
-        ENTGATE_TRUSTED_PROXIES: '10.9.0.0/16',
-      });
+      const recording = recordingLogger();
+      logs = recording.lines;
+      svc = await startTestService(
+        db,
+        {
+          ENTGATE_SES_SIGNING_KEYS: keys.signingFiles.join(','),
+          ENTGATE_SES_DECRYPTION_KEYS: keys.decryptionFiles.join(','),
+          ENTGATE_SES_REQUIRE_ENCRYPTED: 'false',
+          ENTGATE_TRUSTED_PROXIES: '10.9.0.0/16',
+        },
+        recording.logger,
+      );
     });
     after(async () => {
       await svc?.close();
@@ -74,6 +85,12 @@ for (const target of databaseTargets) {
       const other = await approve(await good());
       assert.notEqual(other.vmid, first.vmid);
       assert.equal((await approve(await good({ claims: { id, vmid: 'vm-7' } }))).vmid, 'vm-7', "the token's own vmid wins");
+    });
+
+    it('serves SES on plain HTTP when no TLS is configured, and warns of it at start', () => {
+      // Every test of this suite asks over plain HTTP (svc.server); here the warning.
+      const warnings = logs().filter((l) => l.level === 40 && PLAIN_HTTP_WARNING.test(l.msg));
+      assert.equal(warnings.length, 1, JSON.stringify(logs()));
     });
 
     it('accepts every signature and encryption algorithm pair, from keys in PEM and in a JWKS', async () => {
@@ -394,6 +411,129 @@ for (const target of databaseTargets) {
       assert.ok(rows.some((r) => r.outcome === 'invalid'));
       const health = await api().get('/healthz');
       assert.ok(health.body.tokenCache.entries > 0);
+    });
+  });
+}
+
+for (const target of databaseTargets) {
+  describe(`software entitlements on HTTPS only, when TLS is configured, on ${target.name}`, () => {
+    const NOT_FOUND = { code: 'NotFound', message: { lang: 'en-us', value: 'No such resource.' } };
+    let dir: string;
+    let keys: ReturnType<typeof writeKeys>;
+    let root: Buffer;
+    const started: { svc: RunningService; db: TestDatabase }[] = [];
+    /** A service with TLS (dev certificates) and SES keys, its logs recorded. */
+    async function start(env: Record<string, string> = {}) {
+      const db = await target.create();
+      const recording = recordingLogger();
+      const certs = createDevCertificates(join(dir, 'tls'));
+      root = readFileSync(certs.rootFile);
+      const svc = await startTestService(
+        db,
+        {
+          TLS_CERT_FILE: certs.chainFile,
+          TLS_KEY_FILE: certs.keyFile,
+          HTTPS_PORT: '0',
+          ENTGATE_SES_SIGNING_KEYS: keys.signingFiles.join(','),
+          ENTGATE_SES_DECRYPTION_KEYS: keys.decryptionFiles.join(','),
+          ...env,
+        },
+        recording.logger,
+      );
+      started.push({ svc, db });
+      const send = (t: request.Test, body: unknown) => t.set('Content-Type', JSON_ODATA).send(JSON.stringify(body));
+      return {
+        svc,
+        logs: recording.lines,
+        http: { post: (path: string, body: unknown) => send(request(svc.server).post(path), body), delete: (path: string) => request(svc.server).delete(path) },
+        https: {
+          post: (path: string, body: unknown) => send(request(svc.httpsServer!).post(path).ca(root), body),
+          delete: (path: string) => request(svc.httpsServer!).delete(path).ca(root),
+        },
+      };
+    }
+    const token = () => rawToken({ sign: { key: keys.rsaSign.privateKey, alg: 'RS512' }, encrypt: { key: keys.rsaEnc.publicKey } });
+
+    before(() => {
+      dir = tempDir();
+      keys = writeKeys(dir);
+    });
+    after(async () => {
+      for (const { svc, db } of started) {
+        await svc.close();
+        await db.drop();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('answers every SES request on plain HTTP 404 NotFound and records it; HTTPS serves them; the rUS check and admin API stay on HTTP', async () => {
+      const { svc, logs, http, https } = await start();
+      const t = await token();
+      const acquired = await https.post(`/softwareEntitlements?api-version=${LATEST}`, { token: t, applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const id = acquired.body.entitlementId as string;
+
+      const onHttp: [string, request.Response][] = [
+        ['approve v1', await http.post(`/softwareEntitlements?api-version=${V1}`, { token: t, applicationId: 'contosoapp' })],
+        ['approve v2', await http.post(`/softwareEntitlements/?api-version=${V2}`, { token: t, applicationId: 'contosoapp' })],
+        ['acquire', await http.post(`/softwareEntitlements?api-version=${LATEST}`, { token: t, applicationId: 'contosoapp', duration: 'PT5M' })],
+        ['renew', await http.post(`/softwareEntitlements/${id}?api-version=${LATEST}`, { duration: 'PT1H' })],
+        ['release', await http.delete(`/softwareEntitlements/${id}/?api-version=${LATEST}`)],
+        ['no api-version', await http.post('/softwareEntitlements', { token: t, applicationId: 'contosoapp' })],
+        ['an unsupported api-version', await http.post('/softwareEntitlements?api-version=2016-01-01', { token: t, applicationId: 'contosoapp' })],
+        ['another path', await http.post(`/softwareEntitlements/a/b?api-version=${LATEST}`, {})],
+      ];
+      for (const [what, res] of onHttp) {
+        assert.equal(res.status, 404, what);
+        assert.deepEqual(res.body, NOT_FOUND, what);
+      }
+      // Nothing was done on HTTP: the entitlement still expires in 5 minutes, and renews and releases on HTTPS.
+      const renewed = await https.post(`/softwareEntitlements/${id}/?api-version=${LATEST}`, { duration: 'PT10M' });
+      assert.equal(renewed.status, 200, JSON.stringify(renewed.body));
+      assert.ok(Math.abs(Date.parse(renewed.body.expiryTime) - Date.now() - 600_000) < 5_000);
+      assert.equal((await https.delete(`/softwareEntitlements/${id}?api-version=${LATEST}`)).status, 204);
+      const v1 = readV1Approval(await https.post(`/softwareEntitlements?api-version=${V1}`, { token: t, applicationId: 'contosoapp' }));
+      assert.match(v1.id, /^entitlement-/);
+
+      // The rUS check and the admin API answer on plain HTTP.
+      const api = () => request(svc.server);
+      const entitlement = await api().post('/admin/v1/entitlements').set(AUTH).send({ server: 'rm.example.com', key: '03d59e663c1af9ac33a9949d1193505a8460731e' });
+      assert.equal(entitlement.status, 201, JSON.stringify(entitlement.body));
+      const vkey = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId: entitlement.body.id, key: 'https-only-vk-0001' });
+      assert.equal(vkey.status, 201, JSON.stringify(vkey.body));
+      const check = await api().get('/rus/check?server=rm.example.com;key=https-only-vk-0001;remote_ip=10.1.2.3');
+      assert.equal(check.status, 200, check.text);
+      assert.match(check.text, /<key>03d59e663c1af9ac33a9949d1193505a8460731e<\/key>/);
+
+      // Requests that name an operation are recorded (without the token); the others name none.
+      const expected = [
+        ['acquire', LATEST, null],
+        ['approve', V1, null],
+        ['approve', V2, null],
+        ['release', LATEST, id],
+        ['renew', LATEST, id],
+      ];
+      let got: unknown[] = [];
+      for (let i = 0; i < 100 && got.length < expected.length; i++) {
+        if (i > 0) await sleep(50);
+        got = ((await svc.db.knex('token_events').where({ reason: 'plain HTTP: served on HTTPS only' })) as Record<string, unknown>[])
+          .map((r) => [r.operation, r.api_version, r.entitlement_id, r.outcome, r.token_id])
+          .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+      }
+      assert.deepEqual(got, expected.map(([op, version, entitlementId]) => [op, version, entitlementId, 'not_found', null]));
+      assert.deepEqual(logs().filter((l) => PLAIN_HTTP_WARNING.test(l.msg)), [], 'no warning: SES is on HTTPS only');
+    });
+
+    it('serves SES on both listeners with ENTGATE_SES_ALLOW_HTTP=true', async () => {
+      const { logs, http, https } = await start({ ENTGATE_SES_ALLOW_HTTP: 'true' });
+      const t = await token();
+      for (const [listener, post] of [['http', http.post], ['https', https.post]] as const) {
+        const v1 = readV1Approval(await post(`/softwareEntitlements?api-version=${V1}`, { token: t, applicationId: 'contosoapp' }));
+        assert.match(v1.id, /^entitlement-/, listener);
+        const missing = await post('/softwareEntitlements', { token: t, applicationId: 'contosoapp' });
+        assert.deepEqual([missing.status, missing.body.code], [400, 'MissingApiVersion'], listener);
+      }
+      assert.deepEqual(logs().filter((l) => PLAIN_HTTP_WARNING.test(l.msg)), [], 'the operator said so: no warning');
     });
   });
 }
