@@ -372,6 +372,12 @@ export const settings = {
     schema: nonNegativeInt(3_600),
     doc: 'Clock skew allowed when checking a token\'s nbf and exp.',
   },
+  sesAllowHttp: {
+    env: 'ENTGATE_SES_ALLOW_HTTP',
+    default: 'false',
+    schema: bool,
+    doc: 'When TLS_CERT_FILE is set, the SES endpoints (`/softwareEntitlements`) are served on HTTPS_PORT only and answer 404 on PORT, so that tokens do not travel in the clear by accident; true serves them on PORT too. Without TLS_CERT_FILE they are served on PORT, and start-up warns of it when tokens can be granted (ENTGATE_SES_SIGNING_KEYS is set) and this is false: set it true when TLS ends in front of entgate, at a load balancer.',
+  },
   auditRetentionDays: {
     env: 'ENTGATE_AUDIT_RETENTION_DAYS',
     default: '90',

@@ -198,6 +198,11 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   const requireEncrypted = config.sesRequireEncrypted === 'auto' ? decryptionKeys.length > 0 : config.sesRequireEncrypted === 'true';
   if (config.sesRequireSigned && signingKeys.length === 0) {
     logger.warn('ENTGATE_SES_SIGNING_KEYS is not set: every software entitlement token is denied');
+  } else if (config.tlsCertFile === undefined && !config.sesAllowHttp) {
+    logger.warn(
+      'TLS_CERT_FILE is not set: software entitlement tokens are accepted on plain HTTP, readable on the way. ' +
+        'Serve HTTPS (TLS_CERT_FILE, TLS_KEY_FILE), or set ENTGATE_SES_ALLOW_HTTP=true if TLS ends in front of entgate.',
+    );
   }
   const tokenEvents = new EventWriter<TokenEvent>(db.knex, logger, TOKEN_EVENTS, {
     maxQueue: config.auditQueueMax,
@@ -291,7 +296,8 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   const handleCheck = createRusCheckHandler({ checkService, recordEvent, isClosing, allowedCallers, trustedProxies });
   const checkPaths = checkPathSet(config.checkPaths);
 
-  const handleSes = createSesHandler({ ses, trustedProxies, logger, isClosing });
+  // With TLS, SES is served on HTTPS only unless ENTGATE_SES_ALLOW_HTTP (decided per request from its socket).
+  const handleSes = createSesHandler({ ses, trustedProxies, logger, isClosing, plainHttp: config.tlsCertFile === undefined || config.sesAllowHttp });
   // The two protocols clients hit at their own rate run on plain node:http; everything else on express.
   let inFlight = 0;
   const handler: RequestListener = (req, res) => {

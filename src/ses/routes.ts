@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import { callerAddress } from '../http/caller.ts';
 import type { IpAddress, IpRange } from '../domain/ip.ts';
@@ -8,7 +9,7 @@ import { API_VERSIONS, MAX_DURATION_SECONDS, sesError, type SesResult, type SesS
 const MAX_BODY_BYTES = 64 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BASE = /^\/softwareentitlements\/?$/i;
-const ONE = /^\/softwareentitlements\/([^/]+)$/i;
+const ONE = /^\/softwareentitlements\/([^/]+)\/?$/i;
 
 /** True for a path the SES handler answers (anything naming softwareEntitlements, so that a malformed one gets the protocol's 404). */
 export function isSesPath(path: string): boolean {
@@ -20,6 +21,8 @@ export interface SesHandlerDeps {
   trustedProxies: readonly IpRange[];
   logger: Logger;
   isClosing: () => boolean;
+  /** Whether a request that came without TLS is answered; when false it is 404, whatever it asks. */
+  plainHttp: boolean;
 }
 
 function send(res: ServerResponse, result: SesResult): void {
@@ -70,6 +73,13 @@ function readJson(req: IncomingMessage): Promise<{ value: unknown } | { refusal:
   });
 }
 
+/** The values of `api-version` in a query, its name matched in any case (`API-Version=`) as the reference matches it. */
+function apiVersions(query: string): string[] {
+  const values: string[] = [];
+  for (const [name, value] of new URLSearchParams(query)) if (name.toLowerCase() === 'api-version') values.push(value);
+  return values;
+}
+
 const field = (b: unknown, name: string): string | undefined => {
   const v = b !== null && typeof b === 'object' ? (b as Record<string, unknown>)[name] : undefined;
   return typeof v === 'string' && v.length > 0 ? v : undefined;
@@ -83,9 +93,11 @@ const notFound = sesError(404, 'NotFound', 'No such resource.');
  * The Software Entitlement Service on plain node:http, beside the rUS check (a job may ask
  * every minute, and tokens are kilobytes of JSON): `POST /softwareEntitlements` (approve v1/v2,
  * acquire), `POST /softwareEntitlements/{id}` (renew), `DELETE /softwareEntitlements/{id}`
- * (release), each with `?api-version=`, with and without a slash before the query. Every error
- * is `{code, message: {lang, value}}`; the body is read as JSON whatever its Content-Type says
- * (the SDK sends `application/json; odata=minimalmetadata`), up to 64 KiB.
+ * (release), each with `?api-version=`, with and without a slash before the query (a doubled
+ * `//` or an extra segment is not found). Every error is `{code, message: {lang, value}}`; the
+ * body is read as JSON whatever its Content-Type says (the SDK sends `application/json;
+ * odata=minimalmetadata`), up to 64 KiB. With TLS configured, only requests that came over TLS
+ * are answered (unless ENTGATE_SES_ALLOW_HTTP): on plain HTTP everything is 404.
  */
 export function createSesHandler(deps: SesHandlerDeps) {
   const { ses } = deps;
@@ -93,22 +105,33 @@ export function createSesHandler(deps: SesHandlerDeps) {
   async function answer(req: IncomingMessage, path: string, query: string): Promise<SesResult> {
     const base = BASE.test(path);
     const one = ONE.exec(path);
-    if ((!base && !one) || (base && req.method !== 'POST') || (one && req.method !== 'POST' && req.method !== 'DELETE')) {
+    const routed = (base && req.method === 'POST') || (one !== null && (req.method === 'POST' || req.method === 'DELETE'));
+    const versions = apiVersions(query);
+    const version = versions.length === 1 ? versions[0]! : undefined;
+    // Own keys only: `constructor`, `__proto__` or `toString` are not versions.
+    const kind = version !== undefined && Object.hasOwn(API_VERSIONS, version) ? API_VERSIONS[version] : undefined;
+    const operation = one ? (req.method === 'DELETE' ? 'release' : 'renew') : kind === 'latest' ? 'acquire' : 'approve';
+    const caller: IpAddress | undefined = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], deps.trustedProxies);
+
+    if (!deps.plainHttp && (req.socket as TLSSocket).encrypted !== true) {
+      // HTTPS only: nothing here on plain HTTP, whatever is asked. Recorded (never the body,
+      // which is not read) when it names an operation: a client configured with http://.
+      req.resume();
+      if (routed && kind) ses.recordNotFound(operation, version!, one?.[1] ?? null, caller, 'plain HTTP: served on HTTPS only');
+      return notFound;
+    }
+    if (!routed) {
       req.resume();
       return notFound;
     }
-    const versions = new URLSearchParams(query).getAll('api-version');
-    if (versions.length !== 1 || versions[0] === '') {
+    if (version === undefined) {
       req.resume();
       return sesError(400, 'MissingApiVersion', 'The api-version query parameter is required, once.');
     }
-    const version = versions[0]!;
-    const kind = API_VERSIONS[version];
     if (!kind) {
       req.resume();
-      return sesError(400, 'UnsupportedApiVersion', `The api-version ${version.slice(0, 40)} is not supported.`);
+      return sesError(400, 'UnsupportedApiVersion', version === '' ? 'An empty api-version is not supported.' : `The api-version ${version.slice(0, 40)} is not supported.`);
     }
-    const caller: IpAddress | undefined = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], deps.trustedProxies);
 
     if (one) {
       if (kind !== 'latest') {
@@ -116,7 +139,6 @@ export function createSesHandler(deps: SesHandlerDeps) {
         return sesError(400, 'UnsupportedApiVersion', `The api-version ${version} does not renew or release entitlements.`);
       }
       const id = one[1]!; // a UUID needs no decoding; anything else is not found, whatever the body
-      const operation = req.method === 'DELETE' ? 'release' : 'renew';
       if (!UUID.test(id)) {
         req.resume();
         ses.recordNotFound(operation, version, id, caller, 'entitlement id is not a UUID');
@@ -140,7 +162,6 @@ export function createSesHandler(deps: SesHandlerDeps) {
       return ses.renew(version, id.toLowerCase(), seconds, caller);
     }
 
-    const operation = kind === 'latest' ? 'acquire' : 'approve';
     const body = await readJson(req);
     if ('refusal' in body) {
       ses.recordInvalid(operation, version, null, caller, 'unreadable body');

@@ -45,6 +45,29 @@ const deniedFor = (applicationId: string) => sesError(403, 'EntitlementDenied', 
 /** The longest entitlement duration: a week, as the leases' longest TTL. */
 export const MAX_DURATION_SECONDS = 7 * 86_400;
 
+/**
+ * A name-based UUID (RFC 9562 version 5: SHA-1 of the namespace's 16 bytes and the name in
+ * UTF-8, version and variant bits set), written in lower case.
+ */
+export function nameBasedUuid(namespace: string, name: string): string {
+  const hash = createHash('sha1').update(Buffer.from(namespace.replaceAll('-', ''), 'hex')).update(name, 'utf8').digest();
+  hash[6] = (hash[6]! & 0x0f) | 0x50;
+  hash[8] = (hash[8]! & 0x3f) | 0x80;
+  const hex = hash.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** entgate's namespace for the vmid of tokens that carry none. */
+export const VMID_NAMESPACE = '27bb05f3-5f97-4799-8662-4e9b3aa68381';
+
+/**
+ * The vmid an approval (v1) answers: the token's `vmid`, else the name-based UUID of its `id`
+ * in VMID_NAMESPACE, so that every request with one token sees the same value. The SDK's
+ * native client reads `vmid` unconditionally (production Azure Batch always sends one): an
+ * approval without it makes the client throw where the application does not catch.
+ */
+export const vmidOf = (claims: { id: string; vmid: string | null }): string => claims.vmid ?? nameBasedUuid(VMID_NAMESPACE, claims.id);
+
 /** Application ids become pool names: `ses-<id>` when the id is plain, else `ses-<hash>`. */
 export function poolOfApplication(applicationId: string): string {
   const id = applicationId.toLowerCase();
@@ -86,10 +109,9 @@ export class SesService {
     const verification = await this.deps.verifier.verify(body.token);
     if (!verification.ok) {
       this.deps.logger.info({ applicationId: body.applicationId, reason: verification.reason }, 'software entitlement refused');
+      // A malformed token is denied like any other, as the reference does; the audit tells it apart.
       audit(verification.kind === 'malformed' ? 'invalid' : 'denied', verification.reason, null);
-      return verification.kind === 'malformed'
-        ? sesError(400, 'EntitlementDenied', 'The token is malformed.')
-        : deniedFor(body.applicationId);
+      return deniedFor(body.applicationId);
     }
     const { claims } = verification;
     const grant = decideGrant(claims, body.applicationId, caller);
@@ -102,7 +124,7 @@ export class SesService {
     if (kind !== 'latest') {
       const id = `entitlement-${randomUUID()}`;
       audit('approved', null, claims.id, id);
-      if (kind === 'approve-v1') return { status: 200, body: { id, ...(claims.vmid !== null && { vmid: claims.vmid }) } };
+      if (kind === 'approve-v1') return { status: 200, body: { id, vmid: vmidOf(claims) } };
       return { status: 200, body: { id, expiry: claims.expires.toISOString() } };
     }
 
@@ -176,11 +198,12 @@ export class SesService {
   }
 
   /**
-   * Records a renew or release of an id that cannot name an entitlement (not a UUID): answered
-   * 404 like an unknown one. The id as given, cut at 100 characters.
+   * Records a request answered 404 before any lookup: a renew or release of an id that cannot
+   * name an entitlement (not a UUID), or a request on plain HTTP when SES is served on HTTPS
+   * only. The id as given, cut at 100 characters.
    */
-  recordNotFound(operation: 'renew' | 'release', apiVersion: string, id: string, caller: IpAddress | undefined, reason: string): void {
-    this.record({ operation, apiVersion, tokenId: null, applicationId: null, caller, outcome: 'not_found', reason, entitlementId: id.slice(0, 100), started: process.hrtime.bigint() });
+  recordNotFound(operation: TokenEvent['operation'], apiVersion: string, id: string | null, caller: IpAddress | undefined, reason: string): void {
+    this.record({ operation, apiVersion, tokenId: null, applicationId: null, caller, outcome: 'not_found', reason, entitlementId: id?.slice(0, 100) ?? null, started: process.hrtime.bigint() });
   }
 
   /** Records a request refused before any token was read (bad body, applicationId, duration); a renew names its entitlement. */

@@ -18,9 +18,10 @@ export interface TokenClaims {
 }
 
 /**
- * `malformed`: not a token at all (400 for the SES protocol). `denied`: a token that is not
- * valid here (bad signature, expired, wrong audience, unsigned when signatures are required…),
- * answered 403; the reason is logged and audited, never sent.
+ * `malformed`: not a token at all (audited as `invalid`). `denied`: a token that is not valid
+ * here (bad signature, expired, wrong audience, unsigned when signatures are required…). The
+ * SES protocol answers both 403, as the reference does; the reason is logged and audited,
+ * never sent.
  */
 export type Verification = { ok: true; claims: TokenClaims } | { ok: false; kind: 'malformed' | 'denied'; reason: string };
 

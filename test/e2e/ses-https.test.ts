@@ -1,12 +1,13 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
 import { ADMIN_TOKEN } from '../helpers/service.ts';
-import { runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
+import { REPO_ROOT, runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
+import { readV1Approval } from '../helpers/ses.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -116,7 +117,7 @@ describe('the SES protocol over HTTPS against the real process, with the vendor 
       assert.equal(res.status, 200, `${version}: ${JSON.stringify(res.body)}`);
       assert.ok(res.pinned, `the chain ${res.chain.join(' <- ')} must carry the pinned intermediate`);
       assert.match((res.body as { id: string }).id, /^entitlement-/);
-      if (version.startsWith('2017-0') && version !== '2017-09-01.6.0') assert.equal((res.body as { vmid: string }).vmid, 'vm-7');
+      if (version.startsWith('2017-0') && version !== '2017-09-01.6.0') assert.equal(readV1Approval(res).vmid, 'vm-7');
     }
     const wrongPin = await sdkClient(base, root, [{ thumbprint: '00'.repeat(20), commonName: pin.commonName }], '2017-05-01.5.0', { applicationId: 'contosoapp', token });
     assert.equal(wrongPin.pinned, false, 'a client pinning another intermediate would refuse this server');
@@ -168,13 +169,133 @@ describe('the SES protocol over HTTPS against the real process, with the vendor 
     assert.deepEqual([afterRelease.status, (afterRelease.body as { code: string }).code], [409, 'AlreadyReleased']);
   });
 
-  it('still answers plain HTTP beside HTTPS, and refuses TLS older than 1.2', async () => {
+  it('still answers plain HTTP beside HTTPS, but not SES; and refuses TLS older than 1.2', async () => {
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    const ses = await fetch(`${server.url}/softwareEntitlements?api-version=2017-05-01.5.0`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json; odata=minimalmetadata' },
+      body: JSON.stringify({ applicationId: 'contosoapp', token: await generate() }),
+    });
+    assert.deepEqual([ses.status, await ses.json()], [404, { code: 'NotFound', message: { lang: 'en-us', value: 'No such resource.' } }]);
     const old = await new Promise<string>((resolve) => {
       const req = httpsRequest(`${server.httpsUrl}/healthz`, { ca: root, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' }, () => resolve('connected'));
       req.on('error', (err) => resolve((err as NodeJS.ErrnoException).code ?? err.message));
       req.end();
     });
     assert.notEqual(old, 'connected');
+  });
+});
+
+/** The lines of the shell block under docs/tokens.md's "First five minutes": continuations joined, comments dropped. */
+function quickStartLines(): string[] {
+  const doc = readFileSync(join(REPO_ROOT, 'docs', 'tokens.md'), 'utf8');
+  const block = /## First five minutes\n+```sh\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(block, 'docs/tokens.md has a "First five minutes" shell block');
+  return block
+    .replace(/\\\n\s*/g, ' ')
+    .split('\n')
+    .map((line) => line.replace(/\s+#\s.*$/, '').trim())
+    .filter((line) => line !== '' && !line.startsWith('#'));
+}
+
+/** A line split into words as sh would: quotes, `\"` in double quotes, `$(cat <file>)` read from `dir` now. */
+function shellWords(line: string, dir: string): string[] {
+  const cat = (command: string) => {
+    const file = /^cat (\S+)$/.exec(command)?.[1];
+    assert.ok(file, `the quick start substitutes $(${command}), which this test cannot run`);
+    return readFileSync(join(dir, file), 'utf8').replace(/\n+$/, '');
+  };
+  const words: string[] = [];
+  let word: string | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      word = (word ?? '') + line.slice(i + 1, end);
+      i = end;
+    } else if (c === '"') {
+      word ??= '';
+      for (i++; line[i] !== '"'; i++) {
+        if (line[i] === '\\') word += line[++i];
+        else if (line.startsWith('$(', i)) {
+          const end = line.indexOf(')', i);
+          word += cat(line.slice(i + 2, end));
+          i = end;
+        } else word += line[i];
+      }
+    } else if (/\s/.test(c)) {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else word = (word ?? '') + c;
+  }
+  if (word !== undefined) words.push(word);
+  return words;
+}
+
+describe('the quick start of docs/tokens.md, as written', () => {
+  let dir: string;
+  let server: ServerProcess | undefined;
+  before(() => {
+    dir = tempDir('entgate-quick-start-');
+  });
+  after(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs: keys, dev certificates, the server, a token without --vmid, an approval (v1) over HTTPS read as the native client reads it', async () => {
+    const env: Record<string, string> = {};
+    let pin: Pin | undefined;
+    let approved: { id: string; vmid: string } | undefined;
+    // Run from the quick start's own directory (a fresh one), the step's words as written.
+    for (const step of quickStartLines()) {
+      const [command, ...args] = shellWords(step, dir);
+      if (command === 'entgate') {
+        if (args[0] === 'token' && args[1] === 'generate') assert.ok(!args.includes('--vmid'), `the quick start makes a token without --vmid: ${step}`);
+        const r = await runCli(args, {}, undefined, dir);
+        assert.equal(r.code, 0, `${step}: ${r.stderr}`);
+        const thumb = /thumbprint ([0-9A-F]{40}), common name "([^"]+)"/.exec(r.stdout);
+        if (thumb) pin = { thumbprint: thumb[1]!, commonName: thumb[2]! };
+      } else if (command === 'export') {
+        for (const pair of args) {
+          const eq = pair.indexOf('=');
+          env[pair.slice(0, eq)] = pair.slice(eq + 1);
+        }
+      } else if (command === 'npm' && args.join(' ') === 'start') {
+        // `npm start` is `entgate serve`; on free ports rather than 8080 and 8443, ready when it says it listens.
+        server = await startServerProcess({ ...env, HTTPS_PORT: '0' }, 60_000, dir);
+        assert.ok(server.httpsUrl, `HTTPS is served:\n${server.output()}`);
+      } else if (command === 'curl') {
+        assert.ok(server?.httpsUrl, 'the server was started before curl');
+        const option = (name: string) => args[args.indexOf(name) + 1]!;
+        const url = new URL(args.find((a) => a.startsWith('https://'))!);
+        url.port = new URL(server.httpsUrl).port;
+        const header = option('-H');
+        const colon = header.indexOf(':');
+        const res = await new Promise<{ status: number; body: unknown }>((resolve, reject) => {
+          const req = httpsRequest(url, { method: 'POST', ca: readFileSync(join(dir, option('--cacert'))), headers: { [header.slice(0, colon)]: header.slice(colon + 1).trim() } }, (r) => {
+            let text = '';
+            r.on('data', (d: Buffer) => (text += d.toString()));
+            r.on('end', () => resolve({ status: r.statusCode!, body: text ? JSON.parse(text) : undefined }));
+          });
+          req.on('error', reject);
+          req.end(option('-d'));
+        });
+        approved = readV1Approval(res);
+      } else {
+        assert.fail(`a step of the quick start this test does not know: ${step}`);
+      }
+    }
+    assert.ok(approved, 'the quick start approves');
+    assert.match(approved.id, /^entitlement-[0-9a-f-]{36}$/);
+    assert.match(approved.vmid, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a vmid derived from the token id');
+
+    // The application, as the quick start sets it up: AZ_BATCH_ACCOUNT_URL and the token, the intermediate pinned.
+    assert.ok(pin, 'dev-certs printed the pin');
+    const base = server!.httpsUrl!.replace('127.0.0.1', 'localhost');
+    const token = readFileSync(join(dir, 'job.token'), 'utf8').trim();
+    const res = await sdkClient(base, readFileSync(join(dir, 'tls', 'root-ca.pem'), 'utf8'), [pin], '2017-05-01.5.0', { applicationId: 'contosoapp', token });
+    assert.ok(res.pinned, `the chain ${res.chain.join(' <- ')} carries the pinned intermediate`);
+    assert.equal(readV1Approval(res).vmid, approved.vmid, 'the same token, the same vmid');
   });
 });

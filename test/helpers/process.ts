@@ -22,13 +22,14 @@ export interface ServerProcess {
 }
 
 /**
- * Runs `entgate serve` as a real process and waits for its "listening" log line. The deadline
- * is generous: on a loaded two-core machine (CI runs two test files at once) a start has taken
- * over 30 s; a quiet one takes a few seconds, and the wait ends as soon as the line comes.
+ * Runs `entgate serve` as a real process (in `cwd`, relative paths resolve there) and waits for
+ * its "listening" log line. The deadline is generous: on a loaded two-core machine (CI runs two
+ * test files at once) a start has taken over 30 s; a quiet one takes a few seconds, and the
+ * wait ends as soon as the line comes.
  */
-export async function startServerProcess(env: Record<string, string>, timeoutMs = 120_000): Promise<ServerProcess> {
+export async function startServerProcess(env: Record<string, string>, timeoutMs = 120_000, cwd = REPO_ROOT): Promise<ServerProcess> {
   const child = spawn(process.execPath, [ENTGATE_BIN, 'serve'], {
-    cwd: REPO_ROOT,
+    cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -78,11 +79,11 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the `entgate` CLI as a real process. */
-export function runCli(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {
+/** Runs the `entgate` CLI as a real process (in `cwd`, relative paths resolve there). */
+export function runCli(args: string[], env: Record<string, string>, input?: string, cwd = REPO_ROOT): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [ENTGATE_BIN, ...args], {
-      cwd: REPO_ROOT,
+      cwd,
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });

@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/load.ts';
+import { createLogger, type Logger } from '../../src/logger.ts';
 import { startService, type RunningService } from '../../src/service.ts';
 import { before, after } from 'node:test';
 import { databaseTargets, type DatabaseTarget, type TestDatabase } from './databases.ts';
@@ -7,8 +8,8 @@ import { databaseTargets, type DatabaseTarget, type TestDatabase } from './datab
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export const AUTH = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
-/** A service in this process on a free loopback port, with silent logs. */
-export async function startTestService(db: TestDatabase, env: Record<string, string> = {}): Promise<RunningService> {
+/** A service in this process on a free loopback port, with silent logs unless given a logger. */
+export async function startTestService(db: TestDatabase, env: Record<string, string> = {}, logger: Logger = pino({ level: 'silent' })): Promise<RunningService> {
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
@@ -17,7 +18,14 @@ export async function startTestService(db: TestDatabase, env: Record<string, str
     ...db.env,
     ...env,
   });
-  return startService(config, pino({ level: 'silent' }));
+  return startService(config, logger);
+}
+
+/** A logger that keeps its warnings and errors, for tests that read what a service logged. */
+export function recordingLogger(): { logger: Logger; lines: () => { level: number; msg: string }[] } {
+  const lines: { level: number; msg: string }[] = [];
+  const logger = createLogger('warn', { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
+  return { logger, lines: () => [...lines] };
 }
 
 /**

@@ -63,3 +63,22 @@ export async function rawToken(o: RawTokenOptions): Promise<string> {
     .setProtectedHeader({ alg: o.encrypt.alg ?? 'RSA-OAEP', enc: o.encrypt.enc ?? 'A256CBC-HS512', cty: 'JWT' })
     .encrypt(o.encrypt.key);
 }
+
+/**
+ * Reads an approval (v1) exactly as the SDK's native client does: any status but 200 is an
+ * error; then `j.at("id")` and `j.at("vmid")`, each read as a string. A member that is missing
+ * (nlohmann's `out_of_range`) or not a string (`type_error`) throws here, as it throws in the
+ * client, where the application (told to catch `std::runtime_error`) may crash on it.
+ */
+export function readV1Approval(res: { status: number; body: unknown }): { id: string; vmid: string } {
+  if (res.status !== 200) throw new Error(`the native client refuses status ${res.status}: ${JSON.stringify(res.body)}`);
+  const j = res.body;
+  if (j === null || typeof j !== 'object' || Array.isArray(j)) throw new Error(`the native client cannot read ${JSON.stringify(j)} as an object`);
+  const at = (key: string): string => {
+    if (!(key in j)) throw new Error(`out_of_range: key '${key}' not found in ${JSON.stringify(j)}`);
+    const value = (j as Record<string, unknown>)[key];
+    if (typeof value !== 'string') throw new Error(`type_error: '${key}' is ${JSON.stringify(value)}, not a string`);
+    return value;
+  };
+  return { id: at('id'), vmid: at('vmid') };
+}

@@ -1,17 +1,22 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import request from 'supertest';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
-import { startTestService, AUTH } from '../helpers/service.ts';
-import { rawToken, writeKeys } from '../helpers/ses.ts';
+import { startTestService, recordingLogger, AUTH } from '../helpers/service.ts';
+import { rawToken, readV1Approval, writeKeys } from '../helpers/ses.ts';
 import type { RunningService } from '../../src/service.ts';
+import { nameBasedUuid, VMID_NAMESPACE } from '../../src/ses/service.ts';
+import { createDevCertificates } from '../../src/ses/certs.ts';
 
 const V1 = '2017-05-01.5.0';
 const V2 = '2018-08-01.7.0';
 const LATEST = '9999-09-09.99.99';
 const JSON_ODATA = 'application/json; odata=minimalmetadata';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const PLAIN_HTTP_WARNING = /^TLS_CERT_FILE is not set: software entitlement tokens are accepted on plain HTTP/;
 
 for (const target of databaseTargets) {
   describe(`software entitlement service on ${target.name}`, () => {
@@ -28,17 +33,24 @@ for (const target of databaseTargets) {
       assert.deepEqual(res.body, { code: 'EntitlementDenied', message: { lang: 'en-us', value: `Entitlement for ${app} was denied.` } });
     };
     const events = async () => (await svc.db.knex('token_events').select('*').orderBy('id')) as Record<string, unknown>[];
+    let logs: ReturnType<typeof recordingLogger>['lines'];
 
     before(async () => {
       const dir = tempDir();
       keys = writeKeys(dir);
       db = await target.create();
-      svc = await startTestService(db, {
-        ENTGATE_SES_SIGNING_KEYS: keys.signingFiles.join(','),
-        ENTGATE_SES_DECRYPTION_KEYS: keys.decryptionFiles.join(','),
-        ENTGATE_SES_REQUIRE_ENCRYPTED: 'false',
-        ENTGATE_TRUSTED_PROXIES: '10.9.0.0/16',
-      });
+      const recording = recordingLogger();
+      logs = recording.lines;
+      svc = await startTestService(
+        db,
+        {
+          ENTGATE_SES_SIGNING_KEYS: keys.signingFiles.join(','),
+          ENTGATE_SES_DECRYPTION_KEYS: keys.decryptionFiles.join(','),
+          ENTGATE_SES_REQUIRE_ENCRYPTED: 'false',
+          ENTGATE_TRUSTED_PROXIES: '10.9.0.0/16',
+        },
+        recording.logger,
+      );
     });
     after(async () => {
       await svc?.close();
@@ -49,16 +61,36 @@ for (const target of databaseTargets) {
       const exp = Math.floor(Date.now() / 1000) + 7200;
       const token = await good({ claims: { vmid: 'vm-42' }, exp });
       for (const path of ['/softwareEntitlements', '/softwareEntitlements/']) {
-        const v1 = await post(`${path}?api-version=${V1}`, { applicationId: 'ContosoApp', token });
-        assert.equal(v1.status, 200, JSON.stringify(v1.body));
-        assert.match(v1.body.id, /^entitlement-[0-9a-f-]{36}$/);
-        assert.equal(v1.body.vmid, 'vm-42');
+        const v1 = readV1Approval(await post(`${path}?api-version=${V1}`, { applicationId: 'ContosoApp', token }));
+        assert.match(v1.id, /^entitlement-[0-9a-f-]{36}$/);
+        assert.equal(v1.vmid, 'vm-42');
         const v2 = await post(`${path}?api-version=${V2}`, { token, applicationId: 'contosoapp' });
         assert.deepEqual(Object.keys(v2.body).sort(), ['expiry', 'id']);
         assert.equal(v2.body.expiry, new Date(exp * 1000).toISOString());
       }
-      const noVmid = await post(`/softwareEntitlements?api-version=2017-06-01.5.1`, { applicationId: 'contosoapp', token: await good() });
-      assert.deepEqual(Object.keys(noVmid.body), ['id']);
+    });
+
+    it('answers every approval (v1) with a vmid: the token\'s, else one derived from its id, the same for every request with that token', async () => {
+      const approve = async (token: string, version = V1) => readV1Approval(await post(`/softwareEntitlements?api-version=${version}`, { applicationId: 'contosoapp', token }));
+      const id = `token-${randomUUID()}`;
+      const token = await good({ claims: { id } });
+      const first = await approve(token);
+      const second = await approve(token, '2017-06-01.5.1');
+      assert.match(first.vmid, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a name-based UUID');
+      assert.equal(second.vmid, first.vmid, 'the same token, the same vmid');
+      assert.notEqual(second.id, first.id, 'a fresh entitlement id each time');
+      assert.equal(first.vmid, nameBasedUuid(VMID_NAMESPACE, id), 'derived from the token id as documented');
+      // Another token with the same id (reissued, another lifetime) gets the same vmid; another id, another.
+      assert.equal((await approve(await good({ claims: { id }, exp: Math.floor(Date.now() / 1000) + 600 }))).vmid, first.vmid);
+      const other = await approve(await good());
+      assert.notEqual(other.vmid, first.vmid);
+      assert.equal((await approve(await good({ claims: { id, vmid: 'vm-7' } }))).vmid, 'vm-7', "the token's own vmid wins");
+    });
+
+    it('serves SES on plain HTTP when no TLS is configured, and warns of it at start', () => {
+      // Every test of this suite asks over plain HTTP (svc.server); here the warning.
+      const warnings = logs().filter((l) => l.level === 40 && PLAIN_HTTP_WARNING.test(l.msg));
+      assert.equal(warnings.length, 1, JSON.stringify(logs()));
     });
 
     it('accepts every signature and encryption algorithm pair, from keys in PEM and in a JWKS', async () => {
@@ -119,7 +151,7 @@ for (const target of databaseTargets) {
       assert.ok(recorded(), reasons.join('\n'));
     });
 
-    it('answers 400 in the protocol shape for a malformed request, version, body or token', async () => {
+    it('answers 400 in the protocol shape for a malformed request, version or body', async () => {
       const token = await good();
       const bad: [string, unknown, number, string][] = [
         ['/softwareEntitlements', { token, applicationId: 'a' }, 400, 'MissingApiVersion'],
@@ -129,15 +161,11 @@ for (const target of databaseTargets) {
         [`/softwareEntitlements?api-version=${V1}`, { token }, 400, 'EntitlementDenied'],
         [`/softwareEntitlements?api-version=${V1}`, '{"token":', 400, 'EntitlementDenied'],
         [`/softwareEntitlements?api-version=${V1}`, '', 400, 'EntitlementDenied'],
-        [`/softwareEntitlements?api-version=${V1}`, { token: 'not.a.jwt', applicationId: 'a' }, 400, 'EntitlementDenied'],
-        [`/softwareEntitlements?api-version=${V1}`, { token: 'abc', applicationId: 'a' }, 400, 'EntitlementDenied'],
-        [`/softwareEntitlements?api-version=${V1}`, { token: token.split('.').slice(0, 3).join('.'), applicationId: 'a' }, 400, 'EntitlementDenied'],
         [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a' }, 400, 'EntitlementDenied'],
         [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a', duration: '5 minutes' }, 400, 'EntitlementDenied'],
         [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a', duration: 'P1M' }, 400, 'EntitlementDenied'],
         [`/softwareEntitlements?api-version=${LATEST}`, { token, applicationId: 'a', duration: 'P30D' }, 400, 'EntitlementDenied'],
         [`/softwareEntitlements?api-version=${V1}`, { token: 'x'.repeat(70_000), applicationId: 'a' }, 413, 'EntitlementDenied'],
-        [`/softwareEntitlements?api-version=${V1}`, { token: `${'x'.repeat(40_000)}.a.b`, applicationId: 'a' }, 400, 'EntitlementDenied'],
         [`/softwareEntitlements/?api-version=${V1}&api-version=${V2}`, { token, applicationId: 'a' }, 400, 'MissingApiVersion'],
       ];
       for (const [path, body, status, code] of bad) {
@@ -158,6 +186,72 @@ for (const target of databaseTargets) {
       }
       assert.equal((await api().get(`/softwareEntitlements?api-version=${V1}`)).status, 404);
       assert.equal((await api().delete(`/softwareEntitlements?api-version=${LATEST}`)).status, 404);
+    });
+
+    it('denies a malformed token with 403 and the denial body, as the reference does, and audits why', async () => {
+      const signed = await rawToken({ sign: { key: keys.rsaSign.privateKey, alg: 'RS512' } });
+      const cases: [string, string, string][] = [
+        ['garbage', 'abc', 'the token is not a compact JWS or JWE'],
+        ['two parts', 'eyJhbGciOiJSUzUxMiJ9.eyJpZCI6InRva2VuLTEifQ', 'the token is not a compact JWS or JWE'],
+        ['a JWT cut short', signed.slice(0, signed.lastIndexOf('.') - 10), 'the token is not a compact JWS or JWE'],
+        ['three parts, none of them JSON', 'not.a.jwt', 'the token header is not readable'],
+        ['a JWE cut to three parts', (await good()).split('.').slice(0, 3).join('.'), 'a JWE header on a token of three parts (truncated?)'],
+        ['over 32 KiB', `${'x'.repeat(40_000)}.a.b`, 'the token is longer than 32768 characters'],
+      ];
+      const run = randomUUID().slice(0, 8);
+      for (const [what, token] of cases) {
+        for (const [version, extra] of [[V1, {}], [LATEST, { duration: 'PT1M' }]] as const) {
+          const app = `malformed-${run}-${what.replaceAll(' ', '-')}`;
+          denied(await post(`/softwareEntitlements?api-version=${version}`, { token, applicationId: app, ...extra }), app);
+        }
+      }
+      const expected = cases.flatMap(([what, , reason]) => [
+        [`malformed-${run}-${what.replaceAll(' ', '-')}`, 'acquire', 'invalid', reason],
+        [`malformed-${run}-${what.replaceAll(' ', '-')}`, 'approve', 'invalid', reason],
+      ]);
+      const sorted = (rows: unknown[][]) => rows.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+      let got: unknown[][] = [];
+      for (let i = 0; i < 100 && got.length < expected.length; i++) {
+        if (i > 0) await sleep(50);
+        got = (await events())
+          .filter((r) => String(r.application_id).startsWith(`malformed-${run}-`))
+          .map((r) => [r.application_id, r.operation, r.outcome, r.reason]);
+      }
+      assert.deepEqual(sorted(got), sorted(expected));
+    });
+
+    it('matches the api-version name in any case; an empty one is unsupported, a missing or repeated one missing', async () => {
+      const token = await good();
+      for (const name of ['API-VERSION', 'Api-Version', 'api-Version']) {
+        const v1 = readV1Approval(await post(`/softwareEntitlements?${name}=${V1}`, { token, applicationId: 'contosoapp' }));
+        assert.match(v1.id, /^entitlement-/, name);
+      }
+      const acquired = await post(`/softwareEntitlements/?API-Version=${LATEST}`, { token, applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const one = `/softwareEntitlements/${acquired.body.entitlementId}`;
+      assert.equal((await post(`${one}?API-VERSION=${LATEST}`, { duration: 'PT10M' })).status, 200);
+      assert.equal((await api().delete(`${one}?Api-Version=${LATEST}`)).status, 204);
+
+      const refused: [string, string, string][] = [
+        ['/softwareEntitlements?api-version=', 'UnsupportedApiVersion', 'An empty api-version is not supported.'],
+        ['/softwareEntitlements?API-VERSION=', 'UnsupportedApiVersion', 'An empty api-version is not supported.'],
+        [`${one}?api-version=`, 'UnsupportedApiVersion', 'An empty api-version is not supported.'],
+        ['/softwareEntitlements', 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        ['/softwareEntitlements?apiversion=2017-05-01.5.0', 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        [`/softwareEntitlements?api-version=${V1}&API-VERSION=${V1}`, 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        [`/softwareEntitlements?Api-Version=${V1}&api-version=`, 'MissingApiVersion', 'The api-version query parameter is required, once.'],
+        // Names of Object.prototype are not versions (they were taken for one and the token verified).
+        ...['constructor', '__proto__', 'toString', 'hasOwnProperty'].map((v): [string, string, string] => [
+          `/softwareEntitlements?api-version=${v}`,
+          'UnsupportedApiVersion',
+          `The api-version ${v} is not supported.`,
+        ]),
+      ];
+      for (const [path, code, value] of refused) {
+        const res = await post(path, { token, applicationId: 'contosoapp' });
+        assert.equal(res.status, 400, path);
+        assert.deepEqual(res.body, { code, message: { lang: 'en-us', value } }, path);
+      }
     });
 
     it('acquires a durable entitlement, renews it, releases it; renew after release is 409, unknown ids 404', async () => {
@@ -183,6 +277,26 @@ for (const target of databaseTargets) {
       assert.deepEqual((await post(`/softwareEntitlements/${unknown}?api-version=${LATEST}`, { duration: 'PT1M' })).body.code, 'NotFound');
       assert.equal((await api().delete(`/softwareEntitlements/${unknown}?api-version=${LATEST}`)).status, 404);
       assert.equal((await api().delete(`/softwareEntitlements/not-an-id?api-version=${LATEST}`)).status, 404);
+    });
+
+    it('renews and releases with and without a slash before the query; a doubled slash or an extra segment is not found', async () => {
+      const acquired = await post(`/softwareEntitlements/?api-version=${LATEST}`, { token: await good(), applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const id = acquired.body.entitlementId as string;
+      for (const path of [`/softwareEntitlements/${id}//`, `//softwareEntitlements/${id}/`, `/softwareEntitlements//${id}/`, `/softwareEntitlements/${id}/x/`, `/softwareEntitlements/${id}/x`]) {
+        const renew = await post(`${path}?api-version=${LATEST}`, { duration: 'PT1M' });
+        assert.deepEqual([renew.status, renew.body.code], [404, 'NotFound'], `renew ${path}`);
+        const release = await api().delete(`${path}?api-version=${LATEST}`);
+        assert.deepEqual([release.status, release.body.code], [404, 'NotFound'], `release ${path}`);
+      }
+      const renewed = await post(`/softwareEntitlements/${id}/?api-version=${LATEST}`, { duration: 'PT1H' });
+      assert.equal(renewed.status, 200, JSON.stringify(renewed.body));
+      assert.ok(Math.abs(Date.parse(renewed.body.expiryTime) - Date.now() - 3_600_000) < 5_000);
+      assert.equal((await api().delete(`/softwareEntitlements/${id.toUpperCase()}/?api-version=${LATEST}`)).status, 204);
+      const again = await post(`/softwareEntitlements/${id}/?api-version=${LATEST}`, { duration: 'PT1M' });
+      assert.deepEqual([again.status, again.body.code], [409, 'AlreadyReleased']);
+      const unknown = await api().delete(`/softwareEntitlements/${randomUUID()}/?api-version=${LATEST}`);
+      assert.deepEqual([unknown.status, unknown.body.code], [404, 'NotFound']);
     });
 
     it('answers 404 to renew of an id that is not a UUID before reading its body, as release does', async () => {
@@ -297,6 +411,129 @@ for (const target of databaseTargets) {
       assert.ok(rows.some((r) => r.outcome === 'invalid'));
       const health = await api().get('/healthz');
       assert.ok(health.body.tokenCache.entries > 0);
+    });
+  });
+}
+
+for (const target of databaseTargets) {
+  describe(`software entitlements on HTTPS only, when TLS is configured, on ${target.name}`, () => {
+    const NOT_FOUND = { code: 'NotFound', message: { lang: 'en-us', value: 'No such resource.' } };
+    let dir: string;
+    let keys: ReturnType<typeof writeKeys>;
+    let root: Buffer;
+    const started: { svc: RunningService; db: TestDatabase }[] = [];
+    /** A service with TLS (dev certificates) and SES keys, its logs recorded. */
+    async function start(env: Record<string, string> = {}) {
+      const db = await target.create();
+      const recording = recordingLogger();
+      const certs = createDevCertificates(join(dir, 'tls'));
+      root = readFileSync(certs.rootFile);
+      const svc = await startTestService(
+        db,
+        {
+          TLS_CERT_FILE: certs.chainFile,
+          TLS_KEY_FILE: certs.keyFile,
+          HTTPS_PORT: '0',
+          ENTGATE_SES_SIGNING_KEYS: keys.signingFiles.join(','),
+          ENTGATE_SES_DECRYPTION_KEYS: keys.decryptionFiles.join(','),
+          ...env,
+        },
+        recording.logger,
+      );
+      started.push({ svc, db });
+      const send = (t: request.Test, body: unknown) => t.set('Content-Type', JSON_ODATA).send(JSON.stringify(body));
+      return {
+        svc,
+        logs: recording.lines,
+        http: { post: (path: string, body: unknown) => send(request(svc.server).post(path), body), delete: (path: string) => request(svc.server).delete(path) },
+        https: {
+          post: (path: string, body: unknown) => send(request(svc.httpsServer!).post(path).ca(root), body),
+          delete: (path: string) => request(svc.httpsServer!).delete(path).ca(root),
+        },
+      };
+    }
+    const token = () => rawToken({ sign: { key: keys.rsaSign.privateKey, alg: 'RS512' }, encrypt: { key: keys.rsaEnc.publicKey } });
+
+    before(() => {
+      dir = tempDir();
+      keys = writeKeys(dir);
+    });
+    after(async () => {
+      for (const { svc, db } of started) {
+        await svc.close();
+        await db.drop();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('answers every SES request on plain HTTP 404 NotFound and records it; HTTPS serves them; the rUS check and admin API stay on HTTP', async () => {
+      const { svc, logs, http, https } = await start();
+      const t = await token();
+      const acquired = await https.post(`/softwareEntitlements?api-version=${LATEST}`, { token: t, applicationId: 'contosoapp', duration: 'PT5M' });
+      assert.equal(acquired.status, 200, JSON.stringify(acquired.body));
+      const id = acquired.body.entitlementId as string;
+
+      const onHttp: [string, request.Response][] = [
+        ['approve v1', await http.post(`/softwareEntitlements?api-version=${V1}`, { token: t, applicationId: 'contosoapp' })],
+        ['approve v2', await http.post(`/softwareEntitlements/?api-version=${V2}`, { token: t, applicationId: 'contosoapp' })],
+        ['acquire', await http.post(`/softwareEntitlements?api-version=${LATEST}`, { token: t, applicationId: 'contosoapp', duration: 'PT5M' })],
+        ['renew', await http.post(`/softwareEntitlements/${id}?api-version=${LATEST}`, { duration: 'PT1H' })],
+        ['release', await http.delete(`/softwareEntitlements/${id}/?api-version=${LATEST}`)],
+        ['no api-version', await http.post('/softwareEntitlements', { token: t, applicationId: 'contosoapp' })],
+        ['an unsupported api-version', await http.post('/softwareEntitlements?api-version=2016-01-01', { token: t, applicationId: 'contosoapp' })],
+        ['another path', await http.post(`/softwareEntitlements/a/b?api-version=${LATEST}`, {})],
+      ];
+      for (const [what, res] of onHttp) {
+        assert.equal(res.status, 404, what);
+        assert.deepEqual(res.body, NOT_FOUND, what);
+      }
+      // Nothing was done on HTTP: the entitlement still expires in 5 minutes, and renews and releases on HTTPS.
+      const renewed = await https.post(`/softwareEntitlements/${id}/?api-version=${LATEST}`, { duration: 'PT10M' });
+      assert.equal(renewed.status, 200, JSON.stringify(renewed.body));
+      assert.ok(Math.abs(Date.parse(renewed.body.expiryTime) - Date.now() - 600_000) < 5_000);
+      assert.equal((await https.delete(`/softwareEntitlements/${id}?api-version=${LATEST}`)).status, 204);
+      const v1 = readV1Approval(await https.post(`/softwareEntitlements?api-version=${V1}`, { token: t, applicationId: 'contosoapp' }));
+      assert.match(v1.id, /^entitlement-/);
+
+      // The rUS check and the admin API answer on plain HTTP.
+      const api = () => request(svc.server);
+      const entitlement = await api().post('/admin/v1/entitlements').set(AUTH).send({ server: 'rm.example.com', key: '03d59e663c1af9ac33a9949d1193505a8460731e' });
+      assert.equal(entitlement.status, 201, JSON.stringify(entitlement.body));
+      const vkey = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId: entitlement.body.id, key: 'https-only-vk-0001' });
+      assert.equal(vkey.status, 201, JSON.stringify(vkey.body));
+      const check = await api().get('/rus/check?server=rm.example.com;key=https-only-vk-0001;remote_ip=10.1.2.3');
+      assert.equal(check.status, 200, check.text);
+      assert.match(check.text, /<key>03d59e663c1af9ac33a9949d1193505a8460731e<\/key>/);
+
+      // Requests that name an operation are recorded (without the token); the others name none.
+      const expected = [
+        ['acquire', LATEST, null],
+        ['approve', V1, null],
+        ['approve', V2, null],
+        ['release', LATEST, id],
+        ['renew', LATEST, id],
+      ];
+      let got: unknown[] = [];
+      for (let i = 0; i < 100 && got.length < expected.length; i++) {
+        if (i > 0) await sleep(50);
+        got = ((await svc.db.knex('token_events').where({ reason: 'plain HTTP: served on HTTPS only' })) as Record<string, unknown>[])
+          .map((r) => [r.operation, r.api_version, r.entitlement_id, r.outcome, r.token_id])
+          .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+      }
+      assert.deepEqual(got, expected.map(([op, version, entitlementId]) => [op, version, entitlementId, 'not_found', null]));
+      assert.deepEqual(logs().filter((l) => PLAIN_HTTP_WARNING.test(l.msg)), [], 'no warning: SES is on HTTPS only');
+    });
+
+    it('serves SES on both listeners with ENTGATE_SES_ALLOW_HTTP=true', async () => {
+      const { logs, http, https } = await start({ ENTGATE_SES_ALLOW_HTTP: 'true' });
+      const t = await token();
+      for (const [listener, post] of [['http', http.post], ['https', https.post]] as const) {
+        const v1 = readV1Approval(await post(`/softwareEntitlements?api-version=${V1}`, { token: t, applicationId: 'contosoapp' }));
+        assert.match(v1.id, /^entitlement-/, listener);
+        const missing = await post('/softwareEntitlements', { token: t, applicationId: 'contosoapp' });
+        assert.deepEqual([missing.status, missing.body.code], [400, 'MissingApiVersion'], listener);
+      }
+      assert.deepEqual(logs().filter((l) => PLAIN_HTTP_WARNING.test(l.msg)), [], 'the operator said so: no warning');
     });
   });
 }

@@ -87,6 +87,7 @@ describe('loadConfig', () => {
         sesRequireSigned: true,
         sesRequireEncrypted: 'auto',
         sesClockSkewSeconds: 60,
+        sesAllowHttp: false,
         logLevel: 'info',
       },
     );

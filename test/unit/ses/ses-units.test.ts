@@ -4,7 +4,8 @@ import { parseDurationSeconds } from '../../../src/ses/duration.ts';
 import { callerAddress } from '../../../src/http/caller.ts';
 import { compileCidrs } from '../../../src/domain/ip.ts';
 import { checkClaims, decideGrant } from '../../../src/ses/verifier.ts';
-import { poolOfApplication } from '../../../src/ses/service.ts';
+import { nameBasedUuid, poolOfApplication, vmidOf, VMID_NAMESPACE } from '../../../src/ses/service.ts';
+import { readV1Approval } from '../../helpers/ses.ts';
 
 describe('ISO 8601 durations', () => {
   it('reads weeks, days, hours, minutes and seconds into whole seconds (fractions round up)', () => {
@@ -55,5 +56,35 @@ describe('claims and the grant', () => {
   it('names application pools plainly when it can, by hash otherwise', () => {
     assert.equal(poolOfApplication('ContosoApp'), 'ses-contosoapp');
     assert.match(poolOfApplication('Contoso App/2'), /^ses-[0-9a-f]{32}$/);
+  });
+});
+
+describe('the vmid of an approval (v1)', () => {
+  it('is a name-based UUID (version 5) as RFC 9562 computes it', () => {
+    assert.equal(nameBasedUuid('6ba7b810-9dad-11d1-80b4-00c04fd430c8', 'www.example.com'), '2ed6657d-e927-568b-95e1-2665a8aea6a2');
+  });
+  it("is the token's vmid, else derived from the token id: stable, and different for another id", () => {
+    assert.equal(vmidOf({ id: 'token-1', vmid: 'vm-42' }), 'vm-42');
+    assert.equal(vmidOf({ id: 'token-1', vmid: null }), nameBasedUuid(VMID_NAMESPACE, 'token-1'));
+    assert.equal(vmidOf({ id: 'token-1', vmid: null }), vmidOf({ id: 'token-1', vmid: null }));
+    assert.notEqual(vmidOf({ id: 'token-2', vmid: null }), vmidOf({ id: 'token-1', vmid: null }));
+  });
+});
+
+describe("the native client's reading of an approval (v1), as the tests judge answers", () => {
+  it('takes a 200 with a string id and vmid', () => {
+    assert.deepEqual(readV1Approval({ status: 200, body: { id: 'entitlement-1', vmid: 'vm-1', extra: 1 } }), { id: 'entitlement-1', vmid: 'vm-1' });
+  });
+  it('throws, as the client does, on another status or an answer without a string id and vmid', () => {
+    const cases: [number, unknown, RegExp][] = [
+      [200, { id: 'entitlement-1' }, /out_of_range: key 'vmid'/],
+      [200, { vmid: 'vm-1' }, /out_of_range: key 'id'/],
+      [200, { id: 'entitlement-1', vmid: null }, /type_error: 'vmid'/],
+      [200, { id: 7, vmid: 'vm-1' }, /type_error: 'id'/],
+      [200, undefined, /cannot read/],
+      [200, ['id', 'vmid'], /cannot read/],
+      [403, { id: 'entitlement-1', vmid: 'vm-1' }, /refuses status 403/],
+    ];
+    for (const [status, body, message] of cases) assert.throws(() => readV1Approval({ status, body }), message, JSON.stringify(body));
   });
 });
