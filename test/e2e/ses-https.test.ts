@@ -263,7 +263,7 @@ describe('the quick start of docs/tokens.md, as written', () => {
         }
       } else if (command === 'npm' && args.join(' ') === 'start') {
         // `npm start` is `entgate serve`; on free ports rather than 8080 and 8443, ready when it says it listens.
-        server = await startServerProcess({ ...env, HTTPS_PORT: '0' }, 60_000, dir);
+        server = await startServerProcess({ ...env, HTTPS_PORT: '0' }, undefined, dir);
         assert.ok(server.httpsUrl, `HTTPS is served:\n${server.output()}`);
       } else if (command === 'curl') {
         assert.ok(server?.httpsUrl, 'the server was started before curl');
