@@ -74,7 +74,7 @@ for (const target of databaseTargets) {
         [`server=${SERVER}`, /key is required/],
         [`server=${SERVER};key=a;key=b`, /repeated/],
         [`server=${SERVER};key=${'k'.repeat(256)}`, /longer than 255/],
-        [`server=${SERVER};key=abc;remote_ip=300.1.1.1`, /remote_ip/],
+        [`server=${SERVER};key=abc;remote_ip=%FF`, /remote_ip is not valid percent-encoded UTF-8/],
         [`server=${SERVER};key=%C0%AF`, /UTF-8/],
       ] as const) {
         const res = await check(query);
@@ -82,6 +82,13 @@ for (const target of databaseTargets) {
         assert.equal(res.headers['content-type'], 'text/plain; charset=utf-8');
         assert.match(res.text, reason);
         assert.equal(res.text.trim().split('\n').length, 1);
+      }
+    });
+
+    it('never answers 400 for a remote_ip without an address (300.1.1.1, empty, a proxy port form): it is taken as absent', async () => {
+      for (const remoteIp of ['300.1.1.1', '', 'unknown', '203.0.113.9:5555', '%5B2001%3Adb8%3A%3A1%5D%3A5555']) {
+        const res = await check(`server=${SERVER};key=nobody-${remoteIp.length};remote_ip=${remoteIp}`);
+        assert.equal(res.status, 404, remoteIp);
       }
     });
 
@@ -98,13 +105,15 @@ for (const target of databaseTargets) {
       assert.match(res.text, /<timeout val="3600" retry="False"\/><\/entitlement>\n$/);
     });
 
-    it('echoes the requested server exactly for a wildcard entitlement and leaves out an absent class', async () => {
+    it('echoes the requested server exactly for a wildcard entitlement, and sends an empty class, or the one asked, when it has none', async () => {
       const ent = await api().post('/admin/v1/entitlements').set(AUTH).send({ server: '*.example.org', key: 'realkey2' });
       const vk = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId: ent.body.id, key: 'wild-1' });
       assert.equal(vk.status, 201);
       const res = await check('server=Repo.Example.ORG;key=wild-1');
       assert.equal(res.status, 200);
-      assert.match(res.text, /<entitlement><server>Repo\.Example\.ORG<\/server><key>realkey2<\/key><\/entitlement>/);
+      assert.match(res.text, /<entitlement><server>Repo\.Example\.ORG<\/server><class><\/class><key>realkey2<\/key><\/entitlement>/);
+      const asked = await check('server=Repo.Example.ORG;class=gold;key=wild-1');
+      assert.match(asked.text, /<entitlement><server>Repo\.Example\.ORG<\/server><class>gold<\/class><key>realkey2<\/key><\/entitlement>/);
       assert.equal((await check('server=example.org;key=wild-1')).status, 404);
       assert.equal((await check('server=rm.example.com;key=wild-1')).status, 404);
     });
