@@ -388,7 +388,7 @@ export const settings = {
     env: 'ENTGATE_GUESS_BUDGET',
     default: '30',
     schema: nonNegativeInt(1_000_000),
-    doc: 'Unknown virtual keys one client address (an IPv6 address by its /64; the calling rUS host when a check has no remote_ip) may present within ENTGATE_GUESS_WINDOW_SECONDS; past it the address is denied for ENTGATE_GUESS_COOLDOWN_SECONDS without the resolvers being asked. Counted across every instance on the database. Grants never count. 0 turns budgets off.',
+    doc: 'Unknown virtual keys one client address (an IPv6 address by its /64) may present within ENTGATE_GUESS_WINDOW_SECONDS; past it the address is denied for ENTGATE_GUESS_COOLDOWN_SECONDS without the resolvers being asked. Checks without remote_ip count against the calling rUS host, which is never refused a key: past the budget its unknown keys are answered after ENTGATE_GUESS_DELAY_MS. Counted across every instance on the database. Grants never count. 0 turns budgets off.',
   },
   guessWindowSeconds: {
     env: 'ENTGATE_GUESS_WINDOW_SECONDS',
@@ -401,6 +401,12 @@ export const settings = {
     default: '900',
     schema: positiveInt(604_800),
     doc: 'How long an address past its guessing budget is denied (`guess_budget_exceeded`). `entgate blocks clear <address>` lifts it early.',
+  },
+  guessDelayMs: {
+    env: 'ENTGATE_GUESS_DELAY_MS',
+    default: '1000',
+    schema: integer(0, 10_000),
+    doc: "How long the answer to an unknown key is held for a rUS host past its guessing budget that sends no remote_ip (it speaks for every client behind it, so it is slowed, never refused a key; at most 256 answers held at once per host). Known keys are answered at once. 0: not held.",
   },
   guessSyncMs: {
     env: 'ENTGATE_GUESS_SYNC_MS',

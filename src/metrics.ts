@@ -11,7 +11,7 @@ export interface MetricSources {
   checkEvents: () => CheckEventStats;
   tokenEvents: () => CheckEventStats;
   adminEvents: () => CheckEventStats;
-  guard: { stats: { blocksStarted: number }; blockedCount: number };
+  guard: { stats: { blocksStarted: number; answersDelayed: number }; blockedCount: number };
   knex: Knex;
 }
 
@@ -77,6 +77,11 @@ export class Metrics {
     fromSource('entgate_resolver_failures_total', 'Resolver failures (timeouts, errors, invalid answers, open circuits)', () => sources.chain.getStats().failures);
     fromSource('entgate_resolver_stale_served_total', 'Grants served stale because a resolver failed (stale-if-error)', () => sources.chain.getStats().staleServed);
     fromSource('entgate_guess_blocks_total', 'Addresses blocked for a cool-down after too many unknown keys (by this process, or learnt from another)', () => sources.guard.stats.blocksStarted);
+    fromSource(
+      'entgate_guess_delayed_answers_total',
+      'Answers to unknown keys held ENTGATE_GUESS_DELAY_MS for a rUS host past its budget that sends no remote_ip',
+      () => sources.guard.stats.answersDelayed,
+    );
     new Gauge({
       name: 'entgate_guess_blocked_addresses',
       help: 'Addresses (or IPv6 /64s, or rUS hosts) cooling down after too many unknown keys, as this process knows them',

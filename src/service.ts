@@ -145,7 +145,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
   logger.info({ resolvers: chain.resolverNames, failurePolicy: config.failurePolicy }, 'resolver chain ready');
   const guessLimits = { budget: config.guessBudget, windowSeconds: config.guessWindowSeconds, cooldownSeconds: config.guessCooldownSeconds };
   const guessBudgets = new GuessBudgetsRepo(db.knex, guessLimits);
-  const guard = new GuessGuard(guessBudgets, { ...guessLimits, syncMs: config.guessSyncMs, maxSubjects: Math.max(10_000, config.cacheMaxEntries) }, logger);
+  const guard = new GuessGuard(guessBudgets, { ...guessLimits, syncMs: config.guessSyncMs, delayMs: config.guessDelayMs, maxSubjects: Math.max(10_000, config.cacheMaxEntries) }, logger);
   if (!guard.enabled) logger.warn('ENTGATE_GUESS_BUDGET=0: nothing limits how many virtual keys one address may try');
   const checkService = new CheckService({
     hashKey,

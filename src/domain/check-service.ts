@@ -28,8 +28,9 @@ const BLOCKED: ChainOutcome = { granted: false, reason: BLOCKED_REASON, resolver
 const DOCUMENT_CACHE_SIZE = 4096;
 
 /**
- * The rUS check, from a parsed request to an answer: refuse a subject cooling down after too
- * many unknown keys, hash the key, ask the resolver chain (cached, with its deadline and
+ * The rUS check, from a parsed request to an answer: refuse a client cooling down after too
+ * many unknown keys (for a rUS host that sends no remote_ip, hold its unknown keys' answers
+ * instead: it speaks for every client behind it), hash the key, ask the resolver chain (cached, with its deadline and
  * failure policy), count an unknown key against its subject, render the document (cached by
  * content), and record the decision. It always answers.
  */
@@ -47,13 +48,17 @@ export class CheckService {
     // Worked out only when a block may apply or a failure is counted, and then once.
     const subject = guard?.anyBlocked ? guessSubject(request.remoteIp, callerIp) : null;
     let outcome: ChainOutcome;
-    if (subject && guard!.isBlocked(subject)) {
+    if (subject && guard!.isRefused(subject)) {
       outcome = BLOCKED;
     } else {
       const pending = this.deps.chain.resolve(request, this.deps.hashKey(request.key));
       outcome = pending instanceof Promise ? await pending : pending;
       if (!outcome.granted && guard && GUESS_REASONS.has(outcome.reason)) {
-        guard.recordFailure(subject === null ? guessSubject(request.remoteIp, callerIp) : subject);
+        const counted = subject === null ? guessSubject(request.remoteIp, callerIp) : subject;
+        guard.recordFailure(counted);
+        // Past the budget without remote_ip: the unknown key costs time, nobody is refused.
+        const held = guard.delay(counted);
+        if (held) await held;
       }
     }
     const now = this.now();

@@ -17,6 +17,25 @@ export interface GuessGuardOptions extends GuessLimits {
   syncMs: number;
   /** Most subjects tracked in memory (least recently used forgotten first). */
   maxSubjects: number;
+  /**
+   * How long an unknown key's answer is held for an unattributed subject (a rUS host that
+   * sends no remote_ip) past its budget; 0: not held.
+   */
+  delayMs: number;
+}
+
+/** Most answers held at once for one unattributed subject; past it they are answered at once. */
+export const MAX_HELD_PER_SUBJECT = 256;
+
+const CALLER_PREFIX = 'caller ';
+
+/**
+ * True for a subject that names the client (its address or /64), false for the calling rUS
+ * host of checks without remote_ip: every client behind that host shares it, so it may cost
+ * its unknown keys time, but never refuse a key.
+ */
+export function isClientSubject(subject: string): boolean {
+  return !subject.startsWith(CALLER_PREFIX);
 }
 
 /**
@@ -30,13 +49,17 @@ export function guessSubject(remoteIp: string | undefined, callerIp: string | nu
     const parts = (ip as import('ipaddr.js').IPv6).parts.slice(0, 4);
     return `${parts.map((p) => p.toString(16)).join(':')}::/64`;
   }
-  return callerIp === null ? undefined : `caller ${callerIp}`;
+  return callerIp === null ? undefined : `${CALLER_PREFIX}${callerIp}`;
 }
 
 /**
  * Failed-lookup budgets against key guessing. Past `budget` unknown keys from one subject
- * within `windowSeconds`, the subject is denied for `cooldownSeconds` without the resolvers
- * being asked. Counting is shared through PostgreSQL: each process counts locally (and blocks
+ * within `windowSeconds`, the subject cools down for `cooldownSeconds`: a client subject (an
+ * address, an IPv6 /64) is denied without the resolvers being asked; an unattributed one (a
+ * rUS host that sends no remote_ip, on behalf of every client behind it) is never refused a
+ * key, but its unknown keys are answered only after `delayMs` (at most MAX_HELD_PER_SUBJECT
+ * held at once), which slows a guesser and costs a customer with a valid key nothing.
+ * Counting is shared through PostgreSQL: each process counts locally (and blocks
  * at once when its own count and the last shared count reach the budget), writes its failures
  * every `syncMs` in one statement, and reads the blocks other processes set. The check path
  * only reads a map; with no subject blocked it does not even compute the subject, and it
@@ -56,7 +79,9 @@ export class GuessGuard {
   private lastTidy = Date.now();
   private fullResync = true;
   private lastFailureLog = 0;
-  readonly stats = { blocksStarted: 0 };
+  /** Answers held now, per unattributed subject. */
+  private readonly held = new Map<string, number>();
+  readonly stats = { blocksStarted: 0, answersDelayed: 0, answersNotDelayed: 0 };
 
   constructor(
     private readonly repo: GuessBudgetsRepo,
@@ -87,7 +112,36 @@ export class GuessGuard {
     return this.blocked.size > 0;
   }
 
-  /** True when this subject (guessSubject()) is cooling down: answer without asking the resolvers. */
+  /** True when this client subject is cooling down: deny without asking the resolvers. */
+  isRefused(subject: string | undefined): boolean {
+    return subject !== undefined && isClientSubject(subject) && this.isBlocked(subject);
+  }
+
+  /**
+   * Resolves when an unknown key's answer for this subject may go: at once, unless the subject
+   * is unattributed and cooling down, then after `delayMs` (at once when MAX_HELD_PER_SUBJECT
+   * answers are already held for it).
+   */
+  delay(subject: string | undefined): Promise<void> | undefined {
+    if (subject === undefined || isClientSubject(subject) || this.options.delayMs <= 0 || !this.isBlocked(subject)) return undefined;
+    const held = this.held.get(subject) ?? 0;
+    if (held >= MAX_HELD_PER_SUBJECT) {
+      this.stats.answersNotDelayed++;
+      return undefined;
+    }
+    this.held.set(subject, held + 1);
+    this.stats.answersDelayed++;
+    return new Promise((resolve) => {
+      setTimeout(() => {
+        const left = (this.held.get(subject) ?? 1) - 1;
+        if (left > 0) this.held.set(subject, left);
+        else this.held.delete(subject);
+        resolve();
+      }, this.options.delayMs);
+    });
+  }
+
+  /** True when this subject (guessSubject()) is cooling down. */
   isBlocked(subject: string | undefined): boolean {
     if (subject === undefined) return false;
     const until = this.blocked.get(subject);
@@ -203,9 +257,14 @@ export class GuessGuard {
   private block(subject: string, until: number, failures: number): void {
     this.blocked.set(subject, until);
     this.stats.blocksStarted++;
-    this.logger.warn(
-      { subject, failures, cooldownSeconds: Math.round((until - Date.now()) / 1000) },
-      'unknown virtual keys past the budget: this address is refused for its cool-down',
-    );
+    const cooldownSeconds = Math.round((until - Date.now()) / 1000);
+    if (isClientSubject(subject)) {
+      this.logger.warn({ subject, failures, cooldownSeconds }, 'unknown virtual keys past the budget: this address is refused for its cool-down');
+    } else {
+      this.logger.warn(
+        { subject, failures, cooldownSeconds, delayMs: this.options.delayMs },
+        'unknown virtual keys past the budget through a rUS host that sends no remote_ip: its unknown keys are answered slowly for the cool-down, known keys as ever. Have it send remote_ip so that the guesser alone is refused.',
+      );
+    }
   }
 }

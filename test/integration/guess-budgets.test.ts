@@ -7,7 +7,7 @@ import type { RunningService } from '../../src/service.ts';
 import { guessSubject } from '../../src/domain/guess-guard.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const BUDGET = { ENTGATE_GUESS_BUDGET: '5', ENTGATE_GUESS_WINDOW_SECONDS: '60', ENTGATE_GUESS_COOLDOWN_SECONDS: '2', ENTGATE_GUESS_SYNC_MS: '100' };
+const BUDGET = { ENTGATE_GUESS_BUDGET: '5', ENTGATE_GUESS_WINDOW_SECONDS: '60', ENTGATE_GUESS_COOLDOWN_SECONDS: '2', ENTGATE_GUESS_SYNC_MS: '100', ENTGATE_GUESS_DELAY_MS: '200' };
 const SERVER = 'rm.example.com';
 
 async function seed(svc: RunningService, keys: Record<string, 'active' | 'revoked'>): Promise<void> {
@@ -95,14 +95,24 @@ for (const target of databaseTargets) {
       await check(svc, 'good-key-0001', '192.0.2.50').expect(404);
     });
 
-    it('counts an IPv6 /64 as one address, and the calling host when there is no remote_ip', async () => {
+    it('counts an IPv6 /64 as one address', async () => {
       for (let i = 0; i < 5; i++) await check(svc, `v6-${i}`, `2001:db8:aa:bb::${i + 1}`).expect(404);
       await check(svc, 'good-key-0001', '2001:db8:aa:bb:ffff::9').expect(404);
       await check(svc, 'good-key-0001', '2001:db8:aa:bc::1').expect(200);
+    });
 
-      for (let i = 0; i < 5; i++) await check(svc, `nohost-${i}`).expect(404);
-      await check(svc, 'good-key-0001').expect(404);
+    it('never refuses a valid key through a rUS host that sends no remote_ip: past its budget, its unknown keys are held instead', async () => {
+      const delayed = async () => Number(/entgate_guess_delayed_answers_total (\d+)/.exec((await request(svc.server).get('/metrics')).text)?.[1]);
+      const before = await delayed();
+      // Thirty-odd unknown keys from one client behind an older repository (no remote_ip)...
+      for (let i = 0; i < 8; i++) await check(svc, `nohost-${i}`).expect(404);
+      // ...and every other customer behind it is still granted, at once.
+      for (let i = 0; i < 3; i++) await check(svc, 'good-key-0001').expect(200);
       await check(svc, 'good-key-0001', '192.0.2.99').expect(200);
+      assert.ok((await delayed()) - before >= 8 - 5, 'the unknown keys past the budget were held');
+      await svc.events.flush();
+      const reasons = (await svc.db.knex('check_events').whereNull('remote_ip').orderBy('id', 'desc').limit(4).select('reason')).map((e) => e.reason);
+      assert.deepEqual(reasons, [null, null, null, 'unknown_key'], 'recorded as what they were, never guess_budget_exceeded');
     });
 
     it('lifts a block through the admin API at once; refuses bad subjects and needs the write scope', async () => {

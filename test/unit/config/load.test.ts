@@ -70,6 +70,7 @@ describe('loadConfig', () => {
         guessBudget: 30,
         guessWindowSeconds: 600,
         guessCooldownSeconds: 900,
+        guessDelayMs: 1000,
         guessSyncMs: 500,
         checkAllowedCallers: ['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
         maxConcurrentRequests: 2000,

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { GuessGuard } from '../../../src/domain/guess-guard.ts';
+import { GuessGuard, MAX_HELD_PER_SUBJECT } from '../../../src/domain/guess-guard.ts';
 import type { BudgetState, GuessBudgetsRepo } from '../../../src/store/guess-budgets.ts';
 
 /**
@@ -34,7 +34,7 @@ class HeldRepo {
   }
 }
 
-const options = { budget: 5, windowSeconds: 60, cooldownSeconds: 10, syncMs: 60_000, maxSubjects: 100 };
+const options = { budget: 5, windowSeconds: 60, cooldownSeconds: 10, syncMs: 60_000, maxSubjects: 100, delayMs: 50 };
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe('GuessGuard', () => {
@@ -81,6 +81,36 @@ describe('GuessGuard', () => {
     guard.recordFailure('203.0.113.9');
     await guard.sync();
     assert.deepEqual(seen, [3]);
+  });
+
+  it('refuses a client subject past its budget, but never a rUS host without remote_ip: it holds that host\'s unknown keys instead', async () => {
+    const guard = new GuessGuard(new HeldRepo() as unknown as GuessBudgetsRepo, options, pino({ level: 'silent' }));
+    for (let i = 0; i < 5; i++) guard.recordFailure('203.0.113.1');
+    for (let i = 0; i < 5; i++) guard.recordFailure('caller 10.0.0.5');
+    assert.deepEqual([guard.isBlocked('203.0.113.1'), guard.isRefused('203.0.113.1')], [true, true]);
+    assert.deepEqual([guard.isBlocked('caller 10.0.0.5'), guard.isRefused('caller 10.0.0.5')], [true, false]);
+    assert.equal(guard.delay('203.0.113.1'), undefined, 'a client subject is refused, not held');
+    assert.equal(guard.delay('caller 10.0.0.9'), undefined, 'a host within its budget is not held');
+    const held = guard.delay('caller 10.0.0.5');
+    assert.ok(held instanceof Promise);
+    await held;
+    assert.equal(guard.stats.answersDelayed, 1);
+  });
+
+  it('holds at most MAX_HELD_PER_SUBJECT answers at once for one host; the rest go at once', async () => {
+    const guard = new GuessGuard(new HeldRepo() as unknown as GuessBudgetsRepo, options, pino({ level: 'silent' }));
+    for (let i = 0; i < 5; i++) guard.recordFailure('caller 10.0.0.5');
+    const held = Array.from({ length: MAX_HELD_PER_SUBJECT + 10 }, () => guard.delay('caller 10.0.0.5'));
+    assert.equal(held.filter((h) => h instanceof Promise).length, MAX_HELD_PER_SUBJECT);
+    await Promise.all(held);
+    assert.deepEqual([guard.stats.answersDelayed, guard.stats.answersNotDelayed], [MAX_HELD_PER_SUBJECT, 10]);
+    assert.ok(guard.delay('caller 10.0.0.5') instanceof Promise, 'room again once the held answers went');
+  });
+
+  it('holds nothing with a delay of 0', () => {
+    const guard = new GuessGuard(new HeldRepo() as unknown as GuessBudgetsRepo, { ...options, delayMs: 0 }, pino({ level: 'silent' }));
+    for (let i = 0; i < 5; i++) guard.recordFailure('caller 10.0.0.5');
+    assert.equal(guard.delay('caller 10.0.0.5'), undefined);
   });
 
   it('does nothing with a budget of 0', async () => {
