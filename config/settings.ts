@@ -114,6 +114,18 @@ export const settings = {
     schema: positiveInt(200),
     doc: 'Maximum connections in the PostgreSQL pool (DATABASE_URL only).',
   },
+  databaseQueryTimeoutMs: {
+    env: 'DATABASE_QUERY_TIMEOUT_MS',
+    default: '10000',
+    schema: positiveInt(600_000),
+    doc: "Longest one database statement may run (DATABASE_URL only): the server's `statement_timeout`, and one second later the client gives up by itself and drops the connection, for a server that cannot answer at all (frozen, unreachable). A request that meets either answers 503 `database_unavailable` with `Retry-After`.",
+  },
+  databaseConnectTimeoutMs: {
+    env: 'DATABASE_CONNECT_TIMEOUT_MS',
+    default: '5000',
+    schema: positiveInt(600_000),
+    doc: 'Longest wait for a database connection (DATABASE_URL only): to open one, or for a free one from the pool. Past it the request answers 503 `database_unavailable` with `Retry-After`.',
+  },
   migrateOnStart: {
     env: 'ENTGATE_MIGRATE_ON_START',
     default: 'true',

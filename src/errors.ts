@@ -8,14 +8,22 @@ export class AppError extends Error {
   readonly code: string;
   readonly expose: boolean;
   readonly details?: unknown;
+  /** Response headers that go with the error (Retry-After). */
+  readonly headers?: Readonly<Record<string, string>>;
 
-  constructor(status: number, code: string, message: string, options: { cause?: unknown; details?: unknown } = {}) {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    options: { cause?: unknown; details?: unknown; expose?: boolean; headers?: Record<string, string> } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AppError';
     this.status = status;
     this.code = code;
-    this.expose = status < 500;
+    this.expose = options.expose ?? status < 500;
     if (options.details !== undefined) this.details = options.details;
+    if (options.headers !== undefined) this.headers = options.headers;
   }
 }
 

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { Config } from '../config/settings.ts';
 import type { Logger } from './logger.ts';
-import { openDatabase, migrate, migrationsCurrent, type Database } from './store/db.ts';
+import { openDatabase, migrate, migrationsCurrent, readinessCheck, type Database } from './store/db.ts';
 import { checkKeySecret, loadOrCreateStoredSecret } from './store/instance-secret.ts';
 import { EntitlementsRepo } from './store/entitlements-repo.ts';
 import { VirtualKeysRepo } from './store/virtual-keys-repo.ts';
@@ -71,7 +71,14 @@ export function checkPathSet(paths: readonly string[]): ReadonlySet<string> {
 }
 
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax });
+  const db = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    poolMax: config.databasePoolMax,
+    queryTimeoutMs: config.databaseQueryTimeoutMs,
+    connectTimeoutMs: config.databaseConnectTimeoutMs,
+    logger,
+  });
   try {
     return await assemble(config, logger, db);
   } catch (err) {
@@ -277,14 +284,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       keyCache: { entries: cache.size, hits: cache.hits, misses: cache.misses },
       resolvers: chain.getStats(),
     }),
-    ready: async () => {
-      try {
-        const current = await migrationsCurrent(db);
-        return { ok: current, checks: { database: 'ok', migrations: current ? 'current' : 'pending' } };
-      } catch (err) {
-        return { ok: false, checks: { database: (err as Error).message } };
-      }
-    },
+    ready: readinessCheck(db),
   });
   const allowedCallers = compileCidrs(config.checkAllowedCallers);
   if (config.checkAllowedCallers.some((c) => c === '0.0.0.0/0' || c === '::/0')) {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { AppError } from '../errors.ts';
+import { DatabaseUnavailableError, databaseFault } from '../store/db-faults.ts';
 import { declaredBodyLimit, MiB } from './body-limit.ts';
 import type { Logger } from '../logger.ts';
 import { adminRoutes } from '../admin/routes.ts';
@@ -118,11 +119,16 @@ function loggedPath(path: string): string {
   return path.replace(/\/leases\/[^/]+/g, '/leases/:id');
 }
 
-/** The one terminal handler: AppErrors as `{code, message}`, everything else a logged 500. */
-function errorHandler(logger: Logger): ErrorRequestHandler {
+/**
+ * The one terminal handler: AppErrors as `{code, message}`; a database that cannot answer
+ * (timeouts, lost or refused connections) as 503 `database_unavailable` with Retry-After, since
+ * the same request may well succeed shortly; everything else a logged 500.
+ */
+export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, _req, res, _next) => {
     const log: Logger = res.locals.log ?? logger;
     let error: AppError;
+    const fault = err instanceof AppError ? undefined : databaseFault(err);
     if (err instanceof AppError) {
       error = err;
     } else if (isBodyParserError(err)) {
@@ -130,12 +136,16 @@ function errorHandler(logger: Logger): ErrorRequestHandler {
         err.type === 'entity.too.large'
           ? new AppError(413, 'payload_too_large', 'request body is too large')
           : new AppError(400, 'invalid_json', 'request body is not valid JSON');
+    } else if (fault !== undefined) {
+      log.warn({ fault }, 'database unavailable: answered 503');
+      error = new DatabaseUnavailableError(err);
     } else {
       log.error({ err }, 'unhandled error');
       error = new AppError(500, 'internal_error', 'internal error');
     }
     if (res.headersSent) return;
     if (error.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="entgate-admin"');
+    for (const [name, value] of Object.entries(error.headers ?? {})) res.setHeader(name, value);
     res.status(error.status).json({
       code: error.code,
       message: error.expose ? error.message : 'internal error',

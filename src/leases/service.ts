@@ -270,12 +270,14 @@ export class LeaseService {
   /** Starts the tidy job (expired events, retention); its failures are logged, never thrown. */
   startTidy(): void {
     const run = () => {
+      // One pass at a time: while the database cannot answer, passes must not pile up.
+      if (this.tidying) return;
       this.tidying = this.repo.tidy(this.options.retentionHours).then(
         (r) => {
           if (r.expired > 0 || r.deleted > 0) this.logger.debug(r, 'leases tidied');
         },
         (err: Error) => this.logger.warn({ err: err.message }, 'lease tidy-up failed; it runs again shortly'),
-      );
+      ).finally(() => (this.tidying = undefined));
     };
     this.tidyTimer = setInterval(run, this.options.tidyIntervalMs);
     this.tidyTimer.unref();

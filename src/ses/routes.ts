@@ -5,6 +5,7 @@ import { callerAddress } from '../http/caller.ts';
 import type { IpAddress, IpRange } from '../domain/ip.ts';
 import { parseDurationSeconds } from './duration.ts';
 import { API_VERSIONS, MAX_DURATION_SECONDS, sesError, type SesResult, type SesService } from './service.ts';
+import { DATABASE_RETRY_AFTER_SECONDS, databaseFault } from '../store/db-faults.ts';
 
 const MAX_BODY_BYTES = 64 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -27,12 +28,13 @@ export interface SesHandlerDeps {
 
 function send(res: ServerResponse, result: SesResult): void {
   if (result.body === undefined) {
-    res.writeHead(result.status, { 'Cache-Control': 'no-store' });
+    res.writeHead(result.status, { ...result.headers, 'Cache-Control': 'no-store' });
     res.end();
     return;
   }
   const body = JSON.stringify(result.body);
   res.writeHead(result.status, {
+    ...result.headers,
     'Cache-Control': 'no-store',
     'Content-Type': 'application/json; charset=utf-8',
     'Content-Length': Buffer.byteLength(body),
@@ -203,8 +205,14 @@ export function createSesHandler(deps: SesHandlerDeps) {
     answer(req, path, query).then(
       (result) => send(res, result),
       (err: Error) => {
-        deps.logger.error({ err: err.message }, 'software entitlement request failed');
-        if (!res.headersSent) send(res, sesError(503, 'ServiceUnavailable', 'The service cannot answer now; try again.'));
+        // As on the admin API and leases: a database that cannot answer is a 503 worth retrying.
+        const fault = databaseFault(err);
+        if (fault !== undefined) deps.logger.warn({ fault }, 'software entitlement request: database unavailable; answered 503');
+        else deps.logger.error({ err: err.message }, 'software entitlement request failed');
+        if (!res.headersSent) {
+          const unavailable = sesError(503, 'ServiceUnavailable', 'The service cannot answer now; try again.');
+          send(res, { ...unavailable, headers: { 'Retry-After': String(DATABASE_RETRY_AFTER_SECONDS) } });
+        }
       },
     );
   };

@@ -33,6 +33,7 @@ export interface TokenEvent {
 export interface SesResult {
   status: number;
   body?: unknown;
+  headers?: Record<string, string>;
 }
 
 export const sesError = (status: number, code: string, value: string): SesResult => ({

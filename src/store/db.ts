@@ -5,6 +5,7 @@ import ClientPgLite from 'knex-pglite';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { Logger } from '../logger.ts';
+import { databaseFault } from './db-faults.ts';
 import { migrationSource, latestMigration } from '../../migrations/index.ts';
 
 // int8 (counts, bigint ids) as numbers on both drivers; PGlite already does so.
@@ -40,6 +41,38 @@ export interface DatabaseOptions {
   databaseUrl?: string | undefined;
   dataDir: string;
   poolMax?: number;
+  /** PostgreSQL: the server's statement_timeout; the client gives up on a query shortly after. */
+  queryTimeoutMs?: number;
+  /** PostgreSQL: longest wait to open a connection, and for a free one from the pool. */
+  connectTimeoutMs?: number;
+  /** Where knex's own warnings go (else the console). */
+  logger?: Logger;
+}
+
+/** Defaults of DATABASE_QUERY_TIMEOUT_MS and DATABASE_CONNECT_TIMEOUT_MS, for callers without settings. */
+const QUERY_TIMEOUT_MS = 10_000;
+const CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * The client waits this much longer than statement_timeout, so that a server that can answer
+ * cancels the statement itself (the connection stays usable); the client's own timeout is for
+ * a server that cannot answer at all (frozen, or a network that drops packets).
+ */
+const CLIENT_TIMEOUT_MARGIN_MS = 1_000;
+
+/** The parts of a `pg` client the pool checks before lending it (getTransactionStatus: pg >= 8.11). */
+interface PgConnectionState {
+  readyForQuery: boolean;
+  getTransactionStatus(): string | null;
+}
+
+/**
+ * A connection may be lent only when it is idle outside a transaction. One whose query the client
+ * gave up on (pg's query_timeout) is still waiting for the server, and its session may hold an
+ * open transaction whose ROLLBACK never went out: it is destroyed, never reused, so a frozen
+ * server costs each request one timeout and nothing leaks into later work.
+ */
+function connectionIdle(connection: PgConnectionState): boolean {
+  return connection.readyForQuery && connection.getTransactionStatus() === 'I';
 }
 
 /**
@@ -48,12 +81,31 @@ export interface DatabaseOptions {
  * process (a second server, or `entgate migrate` while the server runs) from opening it.
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  const log = options.logger;
+  // knex reports connection failures with their stack, once per request during an outage: one line each.
+  const knexLog = log && {
+    warn: (m: unknown) => log.warn({ detail: String(m).split('\n')[0] }, 'database client warning'),
+    error: (m: unknown) => log.error({ detail: String(m).split('\n')[0] }, 'database client error'),
+    deprecate: (m: unknown) => log.warn({ detail: String(m).split('\n')[0] }, 'database client deprecation'),
+    debug: () => {},
+  };
   if (options.databaseUrl) {
+    // Every call is bounded from the client side: the server's statement_timeout cannot fire
+    // when the server is frozen (SIGSTOP, a stalled disk or VM) or unreachable.
+    const queryTimeoutMs = options.queryTimeoutMs ?? QUERY_TIMEOUT_MS;
+    const connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
     const knex = knexFactory({
       client: 'pg',
-      connection: { connectionString: options.databaseUrl, statement_timeout: 10_000 },
-      pool: { min: 0, max: options.poolMax ?? 10 },
-      acquireConnectionTimeout: 10_000,
+      connection: {
+        connectionString: options.databaseUrl,
+        statement_timeout: queryTimeoutMs,
+        query_timeout: queryTimeoutMs + CLIENT_TIMEOUT_MARGIN_MS,
+        connectionTimeoutMillis: connectTimeoutMs,
+        keepAlive: true,
+      },
+      pool: { min: 0, max: options.poolMax ?? 10, validate: connectionIdle },
+      acquireConnectionTimeout: connectTimeoutMs,
+      ...(knexLog && { log: knexLog }),
     });
     const url = new URL(options.databaseUrl);
     const pool = knex.client as unknown as PoolClient;
@@ -69,7 +121,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           await pool.releaseConnection(connection);
         }
       },
-      listen: (channel, onMessage, onReconnect) => listenPostgres(options.databaseUrl!, channel, onMessage, onReconnect),
+      listen: (channel, onMessage, onReconnect) =>
+        listenPostgres(
+          { connectionString: options.databaseUrl!, connectionTimeoutMillis: connectTimeoutMs, query_timeout: queryTimeoutMs + CLIENT_TIMEOUT_MARGIN_MS, keepAlive: true },
+          channel,
+          onMessage,
+          onReconnect,
+        ),
       close: () => knex.destroy(),
     };
   }
@@ -84,6 +142,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       client: ClientPgLite as unknown as typeof Knex.Client,
       dialect: 'postgres',
       connection: () => ({ pglite }) as object,
+      ...(knexLog && { log: knexLog }),
     });
     return {
       knex,
@@ -110,7 +169,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 async function listenPostgres(
-  url: string,
+  settings: pg.ClientConfig,
   channel: string,
   onMessage: (payload: string) => void,
   onReconnect: () => void,
@@ -127,11 +186,14 @@ async function listenPostgres(
     retry.unref();
   };
   const connect = async (reconnecting: boolean) => {
-    const c = new pg.Client({ connectionString: url });
+    // Bounded like the pool (connect and query timeouts), so that an attempt during a freeze
+    // fails and the next one follows a second later: one attempt at a time, never a pile.
+    const c = new pg.Client(settings);
     client = c;
     c.on('notification', (m) => onMessage(m.payload ?? ''));
-    c.on('error', () => schedule());
-    c.on('end', () => schedule());
+    // A connection given up on may still report its end later: only the current one reconnects.
+    c.on('error', () => client === c && schedule());
+    c.on('end', () => client === c && schedule());
     try {
       await c.connect();
       await c.query(`listen ${channel}`);
@@ -187,14 +249,19 @@ const MIGRATION_LOCK = 0x656e7467; // 'entg'
  * Applies pending migrations. Several instances starting at once on one PostgreSQL are
  * serialised by an advisory lock held around the whole run (knex's own lock table is created
  * without one, so two first starts on an empty database could both try to create it); a
- * loser waits for the winner, then finds nothing left to do. knex's lock is still taken
+ * loser polls for it until the winner is done, then finds nothing left to do. knex's lock is still taken
  * inside, and a loser that meets it waits and retries rather than failing start-up.
  */
 export async function migrate(db: Database, logger?: Logger): Promise<string[]> {
   if (db.kind !== 'postgres') return migrateLatest(db, logger);
   return db.knex.transaction(async (trx) => {
-    await trx.raw('set local statement_timeout = 0');
-    await trx.raw('select pg_advisory_xact_lock(?)', [MIGRATION_LOCK]);
+    // Tried, not waited for: a statement blocked on the lock for as long as another instance
+    // migrates would run into the client's query timeout.
+    for (;;) {
+      const { rows } = (await trx.raw('select pg_try_advisory_xact_lock(?) as locked', [MIGRATION_LOCK])) as { rows: { locked: boolean }[] };
+      if (rows[0]?.locked) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
     return migrateLatest(db, logger);
   });
 }
@@ -218,4 +285,35 @@ async function migrateLatest(db: Database, logger?: Logger): Promise<string[]> {
 export async function migrationsCurrent(db: Database): Promise<boolean> {
   const version = await db.knex.migrate.currentVersion({ migrationSource });
   return version === latestMigration.split('_')[0];
+}
+
+/** How long /readyz waits for the database: probes (Kubernetes: 1 s by default) want an answer, not a hang. */
+const READY_DEADLINE_MS = 2_000;
+
+/**
+ * Readiness for /readyz: the database answers within READY_DEADLINE_MS and migrations are current.
+ * Concurrent probes share one check, so a frozen database never collects a queue of them.
+ */
+export function readinessCheck(db: Database, deadlineMs = READY_DEADLINE_MS): () => Promise<{ ok: boolean; checks: Record<string, unknown> }> {
+  let pending: Promise<{ ok: boolean; checks: Record<string, unknown> }> | undefined;
+  const check = async () => {
+    try {
+      const current = await migrationsCurrent(db);
+      return { ok: current, checks: { database: 'ok', migrations: current ? 'current' : 'pending' } };
+    } catch (err) {
+      return { ok: false, checks: { database: databaseFault(err) ?? 'error' } };
+    }
+  };
+  return async () => {
+    pending ??= check().finally(() => (pending = undefined));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<{ ok: boolean; checks: Record<string, unknown> }>((resolve) => {
+      timer = setTimeout(() => resolve({ ok: false, checks: { database: `no answer within ${deadlineMs} ms` } }), deadlineMs);
+    });
+    try {
+      return await Promise.race([pending, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }
