@@ -125,7 +125,9 @@ export class Metrics {
           this.set(read().queued);
         },
       });
-      fromSource(`entgate_${which}_events_dropped_total`, `${title} events dropped (queue full or writes failing)`, () => read().dropped);
+      fromSource(`entgate_${which}_events_dropped_total`, `${title} events lost (queue full, or still queued when a close gave up)`, () => read().dropped);
+      fromSource(`entgate_${which}_events_isolated_total`, `${title} events the database refused on their own (their batch was written without them)`, () => read().isolated);
+      fromSource(`entgate_${which}_events_write_failures_total`, `${title} event writes that failed for the database's sake (retried with backoff)`, () => read().failedBatches);
     }
     new Gauge({
       name: 'entgate_db_pool_connections',

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { RequestHandler } from 'express';
-import type { EventTable } from '../store/check-events.ts';
+import { rowsJson, type EventTable } from '../store/check-events.ts';
+import { AppError } from '../errors.ts';
 import { callerAddress } from '../http/caller.ts';
 import type { IpRange } from '../domain/ip.ts';
 import type { MatchedRoute } from './scoped-router.ts';
@@ -21,12 +22,27 @@ export interface AdminEvent {
   status: number;
   requestId: string | null;
   callerIp: string | null;
+  /** The row claimed for this write before it ran (see claimAdminEvent): the outcome updates it. */
+  id?: number;
 }
 
+/** The status of a claimed row until its write's outcome is recorded (HTTP 102 Processing). */
+export const OUTCOME_PENDING = 102;
+
+const COLUMNS = ['occurred_at', 'actor', 'token_id', 'method', 'route', 'target', 'status', 'request_id', 'caller_ip'] as const;
+
+/**
+ * Outcomes of claimed writes update their row (status, and the target a create made); every
+ * other event (refused before its route ran: 401, 403, 400, 503) is a new row.
+ */
 export const ADMIN_EVENTS: EventTable<AdminEvent> = {
   table: 'admin_events',
-  columns: ['occurred_at', 'actor', 'token_id', 'method', 'route', 'target', 'status', 'request_id', 'caller_ip'],
+  columns: COLUMNS,
+  sql: `with r as (select * from json_populate_recordset(null::admin_events, ?::json)),
+        claimed as (update admin_events a set status = r.status, target = r.target from r where r.id is not null and a.id = r.id)
+        insert into admin_events (${COLUMNS.join(', ')}) select ${COLUMNS.join(', ')} from r where r.id is null`,
   toRow: (e) => ({
+    id: e.id ?? null,
     occurred_at: e.occurredAt,
     actor: e.actor,
     token_id: e.tokenId,
@@ -41,35 +57,78 @@ export const ADMIN_EVENTS: EventTable<AdminEvent> = {
 
 const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/** How long an admin whose write could not be recorded is asked to wait (seconds). */
+const RETRY_AFTER_S = 5;
+
+/**
+ * Writes an admin write's row before the write runs, awaited (not queued), and returns its id.
+ * A write that cannot be recorded is therefore never done: whatever happens after, the trail
+ * names it (with status 102 until its outcome is written).
+ */
+export function claimAdminEvent(knex: Knex): (e: AdminEvent) => Promise<number> {
+  const sql = `insert into admin_events (${COLUMNS.join(', ')}) select ${COLUMNS.join(', ')}
+               from json_populate_recordset(null::admin_events, ?::json) returning id`;
+  return async (e) => {
+    const { rows } = (await knex.raw(sql, [rowsJson([ADMIN_EVENTS.toRow(e)])])) as { rows: { id: number | string }[] };
+    return Number(rows[0]!.id);
+  };
+}
+
 /**
  * Records every admin write when its answer is sent: accepted, refused by scope (403) or by
  * authentication (401), failed validation. Mounted before authentication, so that refused
  * attempts are recorded too. The route and its parameters are those the scope check saw
  * (`res.locals.matchedRoute`); a request refused before routing shows the mount point and `*`.
  */
-export function recordAdminWrites(record: (e: AdminEvent) => void, trustedProxies: readonly IpRange[]): RequestHandler {
+export function recordAdminWrites(
+  record: (e: AdminEvent) => void,
+  trustedProxies: readonly IpRange[],
+  claim?: (e: AdminEvent) => Promise<number>,
+): RequestHandler {
   return (req, res, next) => {
     if (READS.has(req.method)) return next();
     const base = req.baseUrl;
-    // 'close' also follows an answer cut off (the client went away): a write may have been
-    // done all the same, so it is recorded, with status 499 when no answer was sent.
-    res.once('close', () => {
+    let id: number | undefined;
+    const event = (status: number): AdminEvent => {
       const principal = res.locals.principal as Principal | undefined;
       const matched = res.locals.matchedRoute as MatchedRoute | undefined;
-      record({
+      return {
         occurredAt: new Date(),
         actor: principal?.name ?? null,
         tokenId: principal?.tokenId ?? null,
         method: req.method,
         route: matched?.route ?? `${base}/*`,
         target: (res.locals.auditTarget as string | undefined) ?? targetOf(matched?.params),
-        status: res.writableFinished ? res.statusCode : 499,
+        status,
         requestId: (res.locals.requestId as string | undefined) ?? null,
         callerIp: callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies)?.toString() ?? null,
-      });
-    });
+        ...(id !== undefined && { id }),
+      };
+    };
+    // Called by the scope check once a write is allowed, before its handler (claimWrite).
+    if (claim) {
+      res.locals.claimAuditRow = async () => {
+        try {
+          id = await claim(event(OUTCOME_PENDING));
+        } catch (err) {
+          res.setHeader('Retry-After', String(RETRY_AFTER_S));
+          throw new AppError(503, 'audit_unavailable', 'the admin audit cannot be written now: nothing was changed; try again later', {
+            cause: err,
+          });
+        }
+      };
+    }
+    // 'close' also follows an answer cut off (the client went away): a write may have been
+    // done all the same, so it is recorded, with status 499 when no answer was sent.
+    res.once('close', () => record(event(res.writableFinished ? res.statusCode : 499)));
     next();
   };
+}
+
+/** The scope check's last step for a write: its audit row, claimed before the handler runs. */
+export async function claimWrite(method: string, locals: Record<string, unknown>): Promise<void> {
+  if (READS.has(method)) return;
+  await (locals.claimAuditRow as (() => Promise<void>) | undefined)?.();
 }
 
 function targetOf(params: Record<string, string | string[]> | undefined): string | null {

@@ -1,6 +1,7 @@
 import { Router, type RequestHandler } from 'express';
 import { AppError } from '../errors.ts';
 import { allows, type Principal, type Scope } from './scopes.ts';
+import { claimWrite } from './admin-events.ts';
 
 /** The route a request matched, as its scope check saw it (for the admin audit trail). */
 export interface MatchedRoute {
@@ -15,7 +16,8 @@ export type ScopeCheck = RequestHandler & { [ROUTE_SCOPES]: readonly Scope[] };
 /**
  * The scope check of one route: 401 when the request carries no authenticated principal
  * (fails closed if authentication was not mounted), 403 `insufficient_scope` when its token
- * holds none of `anyOf`.
+ * holds none of `anyOf`; then, for a write, the admin audit's row (503 `audit_unavailable`
+ * when it cannot be written, and the handler does not run).
  */
 export function requireScope(anyOf: readonly Scope[]): ScopeCheck {
   if (anyOf.length === 0) throw new Error('a route must name at least one scope');
@@ -30,7 +32,8 @@ export function requireScope(anyOf: readonly Scope[]): ScopeCheck {
         details: { required: anyOf, held: principal.scopes },
       });
     }
-    next();
+    // An allowed write runs only once its audit row is written (503 when it cannot be).
+    return claimWrite(req.method, res.locals).then(() => next());
   };
   return Object.assign(check, { [ROUTE_SCOPES]: anyOf });
 }

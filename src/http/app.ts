@@ -10,7 +10,7 @@ import { adminTokenRoutes } from '../admin/token-routes.ts';
 import { guessRoutes } from '../admin/guess-routes.ts';
 import type { GuessBudgetsRepo } from '../store/guess-budgets.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
-import { recordAdminWrites, type AdminEvent } from '../admin/admin-events.ts';
+import { claimAdminEvent, recordAdminWrites, type AdminEvent } from '../admin/admin-events.ts';
 import type { Knex } from 'knex';
 import type { AdminService } from '../admin/service.ts';
 import type { LeaseService } from '../leases/service.ts';
@@ -77,7 +77,7 @@ export function createApp(deps: AppDeps): express.Express {
   // Every admin route names its scopes (scopedRouter); writes are recorded, refused ones too.
   app.use(
     '/admin/v1',
-    recordAdminWrites(deps.recordAdminEvent, deps.trustedProxies),
+    recordAdminWrites(deps.recordAdminEvent, deps.trustedProxies, claimAdminEvent(deps.knex)),
     authenticate,
     declaredBodyLimit((req) => (req.is('text/csv') ? 32 * MiB : MiB)),
     express.json({ limit: MiB }),

@@ -31,6 +31,9 @@ export function postgresBinDir(): string | undefined {
   return versions.length > 0 ? join(root, versions.at(-1)!, 'bin') : undefined;
 }
 
+/** Why a throwaway cluster cannot be made here (no initdb), or undefined when it can. */
+export const pgClusterUnavailable = postgresBinDir() === undefined ? 'no PostgreSQL server binaries (initdb) under /usr/lib/postgresql' : undefined;
+
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer().listen(0, '127.0.0.1', () => {

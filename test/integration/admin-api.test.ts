@@ -268,7 +268,7 @@ describe('admin API without ENTGATE_ADMIN_TOKEN', () => {
   it('still answers health and readiness', async () => {
     const health = await request(svc.server).get('/healthz');
     assert.equal(health.body.status, 'ok');
-    assert.deepEqual(Object.keys(health.body.checkEvents).sort(), ['dropped', 'failedBatches', 'queued', 'written']);
+    assert.deepEqual(Object.keys(health.body.checkEvents).sort(), ['dropped', 'failedBatches', 'isolated', 'queued', 'written']);
     assert.equal(typeof health.body.keyCache.entries, 'number');
     const ready = await request(svc.server).get('/readyz');
     assert.equal(ready.status, 200);
