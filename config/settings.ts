@@ -287,7 +287,19 @@ export const settings = {
     env: 'ENTGATE_MAX_CONCURRENT_REQUESTS',
     default: '2000',
     schema: positiveInt(1_000_000),
-    doc: 'Requests one process handles at once; past it new requests get a fast 503 (`Retry-After: 1`) instead of queueing without bound.',
+    doc: 'Requests one process handles at once on each front door: the rUS check, SES (`/softwareEntitlements`), leases (`/v1`) and everything else (admin, health) each have a budget of this size, so that one door\'s load never takes another\'s places. Past it that door\'s new requests get a fast 503 (`Retry-After: 1`) instead of queueing without bound.',
+  },
+  bodyTimeoutMs: {
+    env: 'ENTGATE_BODY_TIMEOUT_MS',
+    default: '5000',
+    schema: integer(100, 600_000),
+    doc: 'Longest a request body on SES or `/v1` (at most 64 KiB) may take to arrive once its headers have; a slower one gets 408 and its connection is closed. Admin bodies (CSV imports) have ENTGATE_REQUEST_TIMEOUT_MS.',
+  },
+  maxRequestsPerClient: {
+    env: 'ENTGATE_MAX_REQUESTS_PER_CLIENT',
+    default: '50',
+    schema: integer(0, 1_000_000),
+    doc: 'Requests in flight at once from one client address (an IPv6 address by its /64) on SES and `/v1`; past it 429 (`Retry-After: 1`). Behind a proxy, list it in ENTGATE_TRUSTED_PROXIES, or every client counts as the proxy. 0: no cap.',
   },
   headersTimeoutMs: {
     env: 'ENTGATE_HEADERS_TIMEOUT_MS',

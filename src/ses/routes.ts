@@ -27,6 +27,8 @@ export interface SesHandlerDeps {
 }
 
 function send(res: ServerResponse, result: SesResult): void {
+  // Already answered at the door (the body's deadline passed): the connection is closing.
+  if (res.headersSent) return;
   if (result.body === undefined) {
     res.writeHead(result.status, { ...result.headers, 'Cache-Control': 'no-store' });
     res.end();
@@ -61,7 +63,12 @@ function readJson(req: IncomingMessage): Promise<{ value: unknown } | { refusal:
       if (size <= MAX_BODY_BYTES) chunks.push(chunk);
       else if (size - chunk.length <= MAX_BODY_BYTES) tooLarge();
     });
-    req.on('error', () => resolve({ refusal: sesError(400, 'EntitlementDenied', 'The request body could not be read.') }));
+    const unreadable = () => resolve({ refusal: sesError(400, 'EntitlementDenied', 'The request body could not be read.') });
+    req.on('error', unreadable);
+    // Cut off before its end (its deadline passed, or the client went): settled, not left pending.
+    req.on('close', () => {
+      if (!req.complete) unreadable();
+    });
     req.on('end', () => {
       if (size > MAX_BODY_BYTES) return;
       const text = Buffer.concat(chunks).toString('utf8');

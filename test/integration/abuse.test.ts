@@ -40,7 +40,7 @@ describe('who may call the check, behind a trusted proxy', () => {
 describe('the concurrency cap', () => {
   const capped = serviceFixture({ ENTGATE_MAX_CONCURRENT_REQUESTS: '2' });
 
-  it('answers a fast 503 past the cap, and serves again once requests end', async () => {
+  it('answers a fast 503 past a door\'s cap, to that door only, and serves again once requests end', async () => {
     const { port } = new URL(capped.svc.url);
     // Two slow clients: headers promise a body that never comes.
     const slow: Socket[] = [];
@@ -52,12 +52,15 @@ describe('the concurrency cap', () => {
     }
     await sleep(100);
     const started = Date.now();
-    const busy = await fetch(`${capped.svc.url}/healthz`);
+    const busy = await fetch(`${capped.svc.url}/v1/leases`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
     assert.equal(busy.status, 503);
     assert.equal(busy.headers.get('retry-after'), '1');
     assert.ok(Date.now() - started < 2000, 'answered at once');
+    // Other doors have budgets of their own.
+    assert.equal((await fetch(`${capped.svc.url}/healthz`)).status, 200);
+    assert.equal((await fetch(`${capped.svc.url}/?server=rm.example.com;key=anything`)).status, 404);
     for (const s of slow) s.destroy();
     await sleep(100);
-    assert.equal((await fetch(`${capped.svc.url}/healthz`)).status, 200);
+    assert.equal((await fetch(`${capped.svc.url}/v1/leases`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' })).status, 400);
   });
 });

@@ -339,6 +339,106 @@ describe('slow clients', () => {
   });
 });
 
+describe('front doors under a slow-body attack', () => {
+  const MAX_CONCURRENT = 40;
+  const PER_CLIENT = 10;
+  const BODY_MS = 3000;
+  const fixture = serviceFixture({
+    ENTGATE_MAX_CONCURRENT_REQUESTS: String(MAX_CONCURRENT),
+    ENTGATE_MAX_REQUESTS_PER_CLIENT: String(PER_CLIENT),
+    ENTGATE_BODY_TIMEOUT_MS: String(BODY_MS),
+    // Long: the body deadline, not the request timeout, is what cuts a slow body.
+    ENTGATE_REQUEST_TIMEOUT_MS: '120000',
+    // The attackers come "through a proxy" (X-Forwarded-For), each from its own address.
+    ENTGATE_TRUSTED_PROXIES: '127.0.0.1/32',
+  });
+  let port: number;
+  before(async () => {
+    port = portOf(fixture.svc.url);
+    await seed(port);
+  });
+  const slowHead = (path: string, from: string) =>
+    `POST ${path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: ${from}\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{`;
+  const acquire = (from: string, clientId: string) =>
+    send(port, 'POST', '/v1/leases', { ...JSON_TYPE, 'X-Forwarded-For': from }, JSON.stringify({ pool: 'cad', clientId }));
+
+  it('keeps answering every rUS check while slow bodies hold the SES and lease doors, and cuts those bodies at the body deadline (408)', async () => {
+    // 240 attackers, 6 per address (under the per-client cap), alternating SES and leases, a
+    // byte every 500 ms; each connects again as soon as it is cut or refused.
+    const ended: Conn[] = [];
+    let attacking = true;
+    const attacker = async (i: number) => {
+      while (attacking) {
+        const c = await tcp(port).catch(() => undefined);
+        if (!c) {
+          await sleep(50);
+          continue;
+        }
+        await c.write(slowHead(i % 2 === 0 ? '/v1/leases' : SES, `203.0.113.${i % 40}`));
+        await trickle(c, 'aaaaaaaaa', 500, 1000);
+        ended.push(c);
+      }
+    };
+    const attackers = Array.from({ length: 240 }, (_, i) => attacker(i));
+    await sleep(500);
+    // Conary's checks, a fresh connection each, while the doors are held.
+    const checks: Answer[] = [];
+    for (let round = 0; round < 4; round++) {
+      checks.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => send(port, 'GET', i % 2 === 0 ? CHECK : `/?server=${SERVER};key=unknown-${round}-${i}`)))));
+      await sleep(BODY_MS / 4);
+    }
+    attacking = false;
+    await Promise.race([Promise.all(attackers), sleep(BODY_MS + MARGIN_MS * 2)]);
+    for (const s of open) s.destroy();
+    await Promise.all(attackers);
+
+    const statuses = checks.map((a) => a.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 20, `every granted check is granted: ${statuses.join(' ')}`);
+    assert.equal(statuses.filter((s) => s === 404).length, 20, `every unknown key is a 404, never a 503: ${statuses.join(' ')}`);
+    // The attack did fill both doors: past their budget attackers were refused at once, and
+    // those let in were cut at the body deadline, long before the request timeout.
+    const byStatus = (s: number) => ended.filter((c) => c.status === s);
+    assert.ok(byStatus(503).length > 0, 'the doors were full: attackers past the budget got 503');
+    assert.ok(byStatus(408).length >= 2 * MAX_CONCURRENT, `slow bodies cut with 408: ${byStatus(408).length}`);
+    for (const c of byStatus(408)) {
+      const after = c.closedAt! - c.opened;
+      assert.ok(after >= BODY_MS - 100 && after <= BODY_MS + MARGIN_MS, `a slow body cut after ${after} ms: at the body deadline`);
+    }
+    const other = ended.filter((c) => c.status !== 408 && c.status !== 503 && !(c.status === undefined && c.closedAt! - c.opened < BODY_MS));
+    assert.equal(other.length, 0, `every attacker got 408 or 503: ${other.map((c) => JSON.stringify(c.data.slice(0, 40))).join(' ')}`);
+    assert.equal(Number((await fixture.svc.db.knex('leases').count({ n: '*' }))[0]!.n), 0, 'no lease was granted');
+    await assertServing(port, 'after the attack');
+  });
+
+  it('caps the requests in flight from one address on SES and /v1 (429), not other addresses', async () => {
+    const held: Conn[] = [];
+    for (let i = 0; i < PER_CLIENT; i++) {
+      const c = await tcp(port);
+      await c.write(slowHead(i % 2 === 0 ? '/v1/leases' : SES, '198.51.100.7'));
+      held.push(c);
+    }
+    await sleep(200);
+    for (const path of ['/v1/leases', SES]) {
+      const refused = await send(port, 'POST', path, { ...JSON_TYPE, 'X-Forwarded-For': '198.51.100.7' }, '{}');
+      assert.equal(refused.status, 429, `${path}: ${refused.head}`);
+      assert.match(refused.head, /\r\nRetry-After: 1/i);
+    }
+    const refusedBody = await send(port, 'POST', '/v1/leases', { ...JSON_TYPE, 'X-Forwarded-For': '198.51.100.7' }, '{}');
+    assert.equal(refusedBody.json().code, 'too_many_requests');
+    // Another address is served meanwhile, and so is the check.
+    const other = await acquire('198.51.100.8', 'other-client');
+    assert.equal(other.status, 201, other.body);
+    assert.equal((await send(port, 'GET', CHECK)).status, 200);
+    // Cut at the body deadline, the held ones free the address's places.
+    for (const c of held) assert.ok(await c.closedWithin(Math.max(0, c.opened + BODY_MS + MARGIN_MS - Date.now())), 'cut at the body deadline');
+    for (const c of held) assert.equal(c.status, 408, JSON.stringify(c.data.slice(0, 60)));
+    assert.equal(answerOf(held[0]!.data).json().code, 'body_timeout');
+    assert.equal(answerOf(held[1]!.data).json().code, 'body_timeout', 'SES too');
+    const again = await acquire('198.51.100.7', 'same-client');
+    assert.equal(again.status, 201, again.body);
+  });
+});
+
 for (const target of databaseTargets) {
   describe(`oversized requests on ${target.name}`, () => {
     const MAX_HEADER_BYTES = 4096;

@@ -74,6 +74,8 @@ describe('loadConfig', () => {
         guessSyncMs: 500,
         checkAllowedCallers: ['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
         maxConcurrentRequests: 2000,
+        bodyTimeoutMs: 5000,
+        maxRequestsPerClient: 50,
         headersTimeoutMs: 10_000,
         requestTimeoutMs: 30_000,
         keepAliveTimeoutMs: 5000,
