@@ -47,6 +47,8 @@ describe('loadConfig', () => {
         host: '0.0.0.0',
         dataDir: './data',
         databasePoolMax: 10,
+        databaseQueryTimeoutMs: 10_000,
+        databaseConnectTimeoutMs: 5000,
         migrateOnStart: true,
         requireClassMatch: false,
         checkPaths: ['/', '/rus/check'],
