@@ -198,8 +198,10 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       retentionHours: config.leaseRetentionHours,
     },
     logger,
+    { guard: guard.enabled ? guard : undefined, recordEvent },
   );
   leases.startTidy();
+  await leases.warnAboutAnonymousPools();
 
   const signingKeys = await loadKeyRing(config.sesSigningKeys, 'public', 'ENTGATE_SES_SIGNING_KEYS');
   const decryptionKeys = await loadKeyRing(config.sesDecryptionKeys, 'private', 'ENTGATE_SES_DECRYPTION_KEYS');

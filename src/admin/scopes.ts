@@ -1,11 +1,12 @@
 /** What an admin token may do. Every admin route states the scopes that may call it. */
-export const SCOPES = ['read', 'write', 'admin', 'tokens:mint', 'leases'] as const;
+export const SCOPES = ['read', 'write', 'admin', 'tokens:mint', 'leases', 'leases:client'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 export const SCOPE_DOCS: Record<Scope, string> = {
   read: 'read entitlements, virtual keys, products, pools, leases, client keys, guessing blocks and the check audit',
   write: 'everything `read` may, and change entitlements, virtual keys, products and guessing blocks',
   leases: 'manage floating-lease pools, leases and client signing keys, and read them',
+  'leases:client': 'hold floating leases at /v1/leases as a client (acquire, heartbeat and release its own leases); no admin route',
   'tokens:mint': 'mint software entitlement tokens (POST /admin/v1/tokens)',
   admin: 'everything, and manage admin tokens, the bootstrap token and the admin audit trail',
 };

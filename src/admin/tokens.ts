@@ -7,7 +7,8 @@ import { SCOPES, type Principal, type Scope } from './scopes.ts';
 
 /** Stored tokens look like `egt_` + 43 base64url characters (256 random bits). */
 const TOKEN_FORMAT = /^egt_[A-Za-z0-9_-]{43}$/;
-const BEARER = /^Bearer ([\x21-\x7e]+)$/;
+/** The scheme is case-insensitive (RFC 7235 section 2.1), and one or more spaces may follow it. */
+const BEARER = /^bearer +([\x21-\x7e]+)$/i;
 const BOOTSTRAP_DISABLED = 'bootstrap_token_disabled';
 /** A token's last_used_at is rewritten at most this often. */
 const LAST_USED_EVERY_MS = 60_000;

@@ -15,6 +15,7 @@ interface PoolFlags {
   maxTtl?: number;
   heartbeat?: number;
   signed?: boolean;
+  anonymous?: boolean;
   json?: boolean;
 }
 
@@ -24,9 +25,11 @@ const poolBody = (o: PoolFlags) => ({
   ...(o.maxTtl !== undefined && { maxTtlSeconds: o.maxTtl }),
   ...(o.heartbeat !== undefined && { heartbeatIntervalSeconds: o.heartbeat }),
   ...(o.signed !== undefined && { requireSignedRequests: o.signed }),
+  ...(o.anonymous !== undefined && { anonymous: o.anonymous }),
 });
 
-const POOL_COLUMNS = ['name', 'seats', 'inUse', 'defaultTtlSeconds', 'maxTtlSeconds', 'heartbeatIntervalSeconds', 'requireSignedRequests'];
+const POOL_COLUMNS = ['name', 'seats', 'inUse', 'defaultTtlSeconds', 'maxTtlSeconds', 'heartbeatIntervalSeconds', 'requireSignedRequests', 'anonymous'];
+const ANONYMOUS = 'let clients take seats without any credential (anyone who reaches /v1)';
 const LEASE_COLUMNS = ['leaseId', 'clientId', 'clientAddress', 'acquiredAt', 'expiresAt', 'ttlSeconds'];
 
 function readText(file: string): string {
@@ -52,7 +55,8 @@ export function addLeaseCommands(program: Command, client: () => AdminClient, ba
       .command('create <name>')
       .description('create a pool')
       .requiredOption('--seats <n>', 'how many leases may be live at once', positiveInt('--seats'))
-      .option('--signed', 'accept only OpenPGP clear-signed requests'),
+      .option('--signed', 'accept only OpenPGP clear-signed requests')
+      .option('--anonymous', ANONYMOUS),
   ).action(async (name: string, o: PoolFlags) => {
     const created = await client().request<Row>('POST', '/pools', { name, ...poolBody(o) });
     if (o.json) printJson(created);
@@ -65,11 +69,13 @@ export function addLeaseCommands(program: Command, client: () => AdminClient, ba
       .description('change a pool (live leases keep their seats; fewer seats only stop new acquires)')
       .option('--seats <n>', 'how many leases may be live at once', positiveInt('--seats'))
       .option('--signed', 'accept only OpenPGP clear-signed requests')
-      .option('--unsigned', 'accept unsigned requests too'),
+      .option('--unsigned', 'accept unsigned requests too')
+      .option('--anonymous', ANONYMOUS)
+      .option('--no-anonymous', 'require a client credential (a leases:client token, a virtual key or a signed request)'),
   ).action(async (name: string, o: PoolFlags & { unsigned?: boolean }) => {
     if (o.signed && o.unsigned) throw new CliError('give --signed or --unsigned, not both');
     const body = poolBody({ ...o, ...(o.unsigned && { signed: false }) });
-    if (Object.keys(body).length === 0) throw new CliError('nothing to change: give --seats, --ttl, --max-ttl, --heartbeat, --signed or --unsigned');
+    if (Object.keys(body).length === 0) throw new CliError('nothing to change: give --seats, --ttl, --max-ttl, --heartbeat, --signed, --unsigned, --anonymous or --no-anonymous');
     const updated = await client().request<Row>('PATCH', `/pools/${encodeURIComponent(name)}`, body);
     if (o.json) printJson(updated);
     else process.stdout.write(`updated pool ${name}\n`);
@@ -158,9 +164,10 @@ export function addLeaseCommands(program: Command, client: () => AdminClient, ba
     .option('--ttl <seconds>', 'lease TTL (default: the pool\'s)', positiveInt('--ttl'))
     .option('--wait <seconds>', 'wait up to this long for a free seat', positiveInt('--wait'))
     .option('--sign-key <file>', 'sign every request with this armored OpenPGP private key (pools that require signed requests)')
+    .option('--token-env <VAR>', 'send the client token (scope leases:client) read from this environment variable', 'ENTGATE_CLIENT_TOKEN')
     .argument('<command...>', 'the command and its arguments, after --')
     .passThroughOptions()
-    .action(async (command: string[], o: { pool?: string; virtualKeyEnv?: string; clientId?: string; ttl?: number; wait?: number; signKey?: string }) => {
+    .action(async (command: string[], o: { pool?: string; virtualKeyEnv?: string; clientId?: string; ttl?: number; wait?: number; signKey?: string; tokenEnv: string }) => {
       const { leaseRun } = await import('./lease-run.ts'); // openpgp and the lease client, only for this command
       const code = await leaseRun({
         baseUrl: baseUrl(),
@@ -171,6 +178,7 @@ export function addLeaseCommands(program: Command, client: () => AdminClient, ba
         ...(o.ttl !== undefined && { ttl: o.ttl }),
         ...(o.wait !== undefined && { wait: o.wait }),
         ...(o.signKey !== undefined && { signKey: o.signKey }),
+        tokenEnv: o.tokenEnv,
       });
       process.exitCode = code;
     });

@@ -18,6 +18,8 @@ export interface LeaseRunOptions {
   ttl?: number;
   wait?: number;
   signKey?: string;
+  /** The environment variable holding the client token (the default, ENTGATE_CLIENT_TOKEN, may be unset). */
+  tokenEnv?: string;
   command: string[];
 }
 
@@ -51,7 +53,11 @@ export async function leaseRun(o: LeaseRunOptions): Promise<number> {
       throw new CliError(`cannot read ${o.signKey}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
   }
-  const client = new LeaseClient({ baseUrl: o.baseUrl, ...(signingKey !== undefined && { signingKey }) });
+  const tokenEnv = o.tokenEnv ?? 'ENTGATE_CLIENT_TOKEN';
+  const token = process.env[tokenEnv];
+  if (tokenEnv !== 'ENTGATE_CLIENT_TOKEN' && !token) throw new CliError(`the environment variable ${tokenEnv} (the client token) is not set`);
+  // Kept off the command line (ps shows it to every user), like the virtual key.
+  const client = new LeaseClient({ baseUrl: o.baseUrl, token: token ?? '', ...(signingKey !== undefined && { signingKey }) });
   const request = {
     ...target,
     clientId: o.clientId ?? `${hostname()}-${process.pid}`,

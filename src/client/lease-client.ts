@@ -61,6 +61,12 @@ export interface LeaseClientOptions {
   baseUrl: string;
   /** An armored OpenPGP private key (unencrypted): every request is then clear-signed with it. */
   signingKey?: string;
+  /**
+   * A client token (an admin token with the `leases:client` scope), sent as a bearer token with
+   * every request: what a pool that is neither anonymous nor signed needs. Default: the
+   * ENTGATE_CLIENT_TOKEN environment variable; an empty string sends none.
+   */
+  token?: string;
   /** Per request; default 10 s. */
   timeoutMs?: number;
 }
@@ -79,6 +85,9 @@ export interface HeldLease {
 export class LeaseClient {
   private readonly http: AxiosInstance;
   private key: Promise<openpgp.PrivateKey> | undefined;
+  private readonly token: string | undefined;
+  /** The virtual key each lease was acquired with: its heartbeats and release must carry it. */
+  private readonly virtualKeys = new Map<string, string>();
 
   constructor(private readonly options: LeaseClientOptions) {
     this.http = axios.create({
@@ -88,19 +97,30 @@ export class LeaseClient {
       maxRedirects: 0,
     });
     if (options.signingKey !== undefined) this.key = openpgp.readPrivateKey({ armoredKey: options.signingKey });
+    this.token = (options.token ?? process.env.ENTGATE_CLIENT_TOKEN) || undefined;
   }
 
   async acquire(request: AcquireRequest): Promise<Lease> {
     const { idempotencyKey, ...body } = request;
-    return (await this.send('POST', '/leases', body, idempotencyKey)) as Lease;
+    const lease = (await this.send('POST', '/leases', body, idempotencyKey)) as Lease;
+    if (request.virtualKey !== undefined) this.virtualKeys.set(lease.leaseId, request.virtualKey);
+    return lease;
   }
 
   async heartbeat(leaseId: string, options: { ttlSeconds?: number } = {}): Promise<Lease> {
-    return (await this.send('POST', `/leases/${encodeURIComponent(leaseId)}/heartbeat`, { ...options, ...(this.key && { leaseId }) })) as Lease;
+    return (await this.send('POST', `/leases/${encodeURIComponent(leaseId)}/heartbeat`, { ...options, ...this.holder(leaseId) })) as Lease;
   }
 
   async release(leaseId: string): Promise<void> {
-    await this.send('DELETE', `/leases/${encodeURIComponent(leaseId)}`, this.key ? { leaseId } : undefined);
+    const holder = this.holder(leaseId);
+    await this.send('DELETE', `/leases/${encodeURIComponent(leaseId)}`, Object.keys(holder).length > 0 ? holder : undefined);
+    this.virtualKeys.delete(leaseId);
+  }
+
+  /** What a heartbeat or release carries to show it holds the lease (the token travels in a header). */
+  private holder(leaseId: string): { leaseId?: string; virtualKey?: string } {
+    const virtualKey = this.virtualKeys.get(leaseId);
+    return { ...(this.key && { leaseId }), ...(virtualKey !== undefined && { virtualKey }) };
   }
 
   /**
@@ -155,6 +175,7 @@ export class LeaseClient {
   private async send(method: 'POST' | 'DELETE', path: string, body: object | undefined, idempotencyKey?: string): Promise<unknown> {
     const headers: Record<string, string> = {};
     if (idempotencyKey !== undefined) headers['Idempotency-Key'] = idempotencyKey;
+    if (this.token !== undefined) headers.Authorization = `Bearer ${this.token}`;
     let data: unknown = body;
     if (this.key) {
       data = await signRequest({ ...(body ?? {}) }, await this.key);

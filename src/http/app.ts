@@ -73,7 +73,7 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   const authenticate = deps.adminTokens.authenticate();
-  app.use('/v1', leaseRoutes(deps.leases, authenticate, deps.trustedProxies));
+  app.use('/v1', leaseRoutes(deps.leases, authenticate, (header) => deps.adminTokens.principalFor(header), deps.trustedProxies));
   // Every admin route names its scopes (scopedRouter); writes are recorded, refused ones too.
   app.use(
     '/admin/v1',

@@ -9,6 +9,8 @@ export interface Pool {
   maxTtlSeconds: number;
   heartbeatIntervalSeconds: number;
   requireSignedRequests: boolean;
+  /** Acquired without any credential: only when an admin made it so. */
+  anonymous: boolean;
   /** Set for the pool a virtual key defines (its seats follow the key's maxConcurrentLeases). */
   virtualKeyId: number | null;
   createdAt: Date;
@@ -26,9 +28,11 @@ export interface Lease {
   ttlSeconds: number;
   clientAddress: string | null;
   metadata: Record<string, unknown>;
+  /** What acquired it (`token:<id>`, `signed:<clientId>`, `vk:<id>`), needed again to renew or end it; null: anonymous. */
+  credential: string | null;
 }
 
-export type PoolInput = Pick<Pool, 'seats' | 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds' | 'requireSignedRequests'>;
+export type PoolInput = Pick<Pool, 'seats' | 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds' | 'requireSignedRequests' | 'anonymous'>;
 
 export type LeaseEventType = 'acquired' | 'renewed' | 'released' | 'expired' | 'denied';
 
@@ -49,6 +53,8 @@ export interface AcquireRequest {
   ttlSeconds: number | undefined;
   clientAddress: string | null;
   metadata: Record<string, unknown>;
+  /** The credential the lease is bound to (see Lease.credential). */
+  credential: string | null;
 }
 
 /** Where to acquire: a named pool (created with `create` when missing), or a virtual key's pool. */
@@ -56,7 +62,12 @@ export type AcquireTarget =
   | { pool: string; create?: PoolInput }
   | { virtualKeyId: number; seats: number; defaults: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds'> };
 
-export type AcquireOutcome = AcquireResult | { outcome: 'no_pool' } | { outcome: 'ttl_too_long'; pool: Pool };
+export type AcquireOutcome =
+  | AcquireResult
+  | { outcome: 'no_pool' }
+  | { outcome: 'ttl_too_long'; pool: Pool }
+  /** The clientId holds a live lease acquired with another credential. */
+  | { outcome: 'client_id_in_use'; pool: Pool };
 
 export type AcquireResult =
   | { outcome: 'acquired' | 'existing'; lease: Lease; pool: Pool }
@@ -70,6 +81,7 @@ interface PoolRow {
   max_ttl_seconds: number;
   heartbeat_interval_seconds: number;
   require_signed: boolean;
+  anonymous: boolean;
   virtual_key_id: number | null;
   created_at: Date;
   updated_at: Date;
@@ -87,6 +99,7 @@ interface LeaseRow {
   ttl_seconds: number;
   client_address: string | null;
   metadata: Record<string, unknown>;
+  credential: string | null;
 }
 
 const toPool = (r: PoolRow): Pool => ({
@@ -97,6 +110,7 @@ const toPool = (r: PoolRow): Pool => ({
   maxTtlSeconds: r.max_ttl_seconds,
   heartbeatIntervalSeconds: r.heartbeat_interval_seconds,
   requireSignedRequests: r.require_signed,
+  anonymous: r.anonymous,
   virtualKeyId: r.virtual_key_id,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
@@ -113,6 +127,7 @@ const toLease = (r: LeaseRow, pool: string): Lease => ({
   ttlSeconds: r.ttl_seconds,
   clientAddress: r.client_address,
   metadata: r.metadata,
+  credential: r.credential,
 });
 
 const poolColumns = (p: Partial<PoolInput>) => ({
@@ -121,6 +136,7 @@ const poolColumns = (p: Partial<PoolInput>) => ({
   ...(p.maxTtlSeconds !== undefined && { max_ttl_seconds: p.maxTtlSeconds }),
   ...(p.heartbeatIntervalSeconds !== undefined && { heartbeat_interval_seconds: p.heartbeatIntervalSeconds }),
   ...(p.requireSignedRequests !== undefined && { require_signed: p.requireSignedRequests }),
+  ...(p.anonymous !== undefined && { anonymous: p.anonymous }),
 });
 
 const rowsOf = <T>(result: unknown) => (result as { rows: T[] }).rows;
@@ -207,7 +223,7 @@ export class LeasesRepo {
     const vk = 'virtualKeyId' in target ? target : undefined;
     const create = vk ? vk.defaults : 'create' in target && target.create ? target.create : null;
     const raw = rowsOf<{ r: { outcome: string; lease?: LeaseRow; pool?: PoolRow; inUse?: number; earliest?: string | null; now?: string } }>(
-      await db.raw('select entgate_lease_acquire(?, ?, ?, ?::json, ?, ?, ?::uuid, ?, ?::jsonb) as r', [
+      await db.raw('select entgate_lease_acquire(?, ?, ?, ?::json, ?, ?, ?::uuid, ?, ?::jsonb, ?) as r', [
         vk ? '' : (target as { pool: string }).pool,
         vk?.virtualKeyId ?? null,
         vk?.seats ?? null,
@@ -217,13 +233,15 @@ export class LeasesRepo {
         randomUUID(),
         request.clientAddress,
         JSON.stringify(request.metadata),
+        request.credential,
       ]),
     )[0]!.r;
     if (raw.outcome === 'no_pool') return { outcome: 'no_pool' };
     const pool = toPool(jsonPool(raw.pool!));
     switch (raw.outcome) {
       case 'ttl_too_long':
-        return { outcome: 'ttl_too_long', pool };
+      case 'client_id_in_use':
+        return { outcome: raw.outcome, pool };
       case 'full':
         return { outcome: 'full', pool, inUse: raw.inUse!, earliestExpiry: raw.earliest ? new Date(raw.earliest) : null, now: new Date(raw.now!) };
       default:

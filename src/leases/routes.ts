@@ -5,6 +5,7 @@ import { requireScope, scopedRouter } from '../admin/scoped-router.ts';
 import { validate } from '../http/validate.ts';
 import { callerAddress } from '../http/caller.ts';
 import type { IpRange } from '../domain/ip.ts';
+import type { Principal } from '../admin/scopes.ts';
 import {
   acquireBody,
   anyPoolName,
@@ -22,13 +23,23 @@ import type { LeaseRequestContext, LeaseResult, LeaseService } from './service.t
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
-function context(req: Request, trustedProxies: readonly IpRange[]): LeaseRequestContext {
+/** Resolves an Authorization header to its token's principal (401 for a bad one). */
+export type PrincipalFor = (header: string) => Promise<Principal>;
+
+function context(req: Request, trustedProxies: readonly IpRange[], principalFor: PrincipalFor): LeaseRequestContext {
   const header = req.headers['idempotency-key'];
   if (header !== undefined && (typeof header !== 'string' || !IDEMPOTENCY_KEY.test(header))) {
     throw new AppError(400, 'invalid_idempotency_key', 'Idempotency-Key is 1 to 255 printable ASCII characters without spaces');
   }
   const caller = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies);
-  return { body: req.body, clientAddress: caller?.toString() ?? null, idempotencyKey: header };
+  const authorization = req.headers.authorization;
+  let principal: Promise<Principal | undefined> | undefined;
+  return {
+    body: req.body,
+    clientAddress: caller?.toString() ?? null,
+    idempotencyKey: header,
+    principal: () => (principal ??= authorization === undefined ? Promise.resolve(undefined) : principalFor(authorization)),
+  };
 }
 
 function send(res: Response, result: LeaseResult): void {
@@ -47,7 +58,7 @@ const poolOf = (req: Request) => validate(anyPoolName, req.params.name, 'pool na
  * requests an OpenPGP clear-signed message (`Content-Type: text/plain`). `GET /v1/pools/:name`
  * needs an admin token with the `leases` or `read` scope.
  */
-export function leaseRoutes(leases: LeaseService, authenticate: RequestHandler, trustedProxies: readonly IpRange[]): Router {
+export function leaseRoutes(leases: LeaseService, authenticate: RequestHandler, principalFor: PrincipalFor, trustedProxies: readonly IpRange[]): Router {
   const r = Router();
   // Every answer, refusals included, is about one client's seat: no cache may keep it.
   r.use((_req, res, next) => {
@@ -57,15 +68,15 @@ export function leaseRoutes(leases: LeaseService, authenticate: RequestHandler, 
   r.use(declaredBodyLimit(() => 64 * KiB), express.json({ limit: 64 * KiB }), express.text({ type: 'text/plain', limit: 64 * KiB }));
 
   r.post('/leases', async (req, res) => {
-    send(res, await leases.acquire(context(req, trustedProxies), (p) => validate(acquireBody, p)));
+    send(res, await leases.acquire(context(req, trustedProxies, principalFor), (p) => validate(acquireBody, p)));
   });
   r.post('/leases/:id/heartbeat', async (req, res) => {
     const id = idOf(req);
-    send(res, await leases.heartbeat(id, context(req, trustedProxies), (p) => validate(heartbeatBody, p)));
+    send(res, await leases.heartbeat(id, context(req, trustedProxies, principalFor), (p) => validate(heartbeatBody, p)));
   });
   r.delete('/leases/:id', async (req, res) => {
     const id = idOf(req);
-    send(res, await leases.release(id, context(req, trustedProxies), (p) => validate(releaseBody, p)));
+    send(res, await leases.release(id, context(req, trustedProxies, principalFor), (p) => validate(releaseBody, p)));
   });
   r.get('/pools/:name', authenticate, requireScope(['leases', 'read']), async (req, res) => {
     res.json(await leases.describePool(poolOf(req)));

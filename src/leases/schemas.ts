@@ -30,14 +30,18 @@ export const acquireBody = z
   })
   .refine((b) => (b.pool === undefined) !== (b.virtualKey === undefined), { message: 'give exactly one of pool and virtualKey' });
 
+/** A lease acquired with a virtual key is renewed and released with the same key. */
+const holderKey = z.string().min(1).max(255).optional();
+
 export const heartbeatBody = z.strictObject({
   ttlSeconds: ttlSeconds.optional(),
+  virtualKey: holderKey,
   /** In a signed request: the lease the signature is for (must match the path). */
   leaseId: z.string().optional(),
   ts,
 });
 
-export const releaseBody = z.strictObject({ leaseId: z.string().optional(), ts });
+export const releaseBody = z.strictObject({ leaseId: z.string().optional(), virtualKey: holderKey, ts });
 
 export const leaseId = z.uuid({ error: 'not a lease id' });
 
@@ -47,6 +51,8 @@ const poolFields = {
   maxTtlSeconds: ttlSeconds.min(2).optional(),
   heartbeatIntervalSeconds: z.number().int().min(1).max(86_400).optional(),
   requireSignedRequests: z.boolean().optional(),
+  /** Acquired without any credential: an admin's explicit choice. */
+  anonymous: z.boolean().optional(),
 };
 
 export const poolCreate = z.strictObject({ name: poolName, seats, ...poolFields });

@@ -2,7 +2,10 @@ import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { KeyHasher } from '../domain/virtual-key.ts';
+import { keyHint, type KeyHasher } from '../domain/virtual-key.ts';
+import { BLOCKED_REASON, guessSubject, type GuessGuard } from '../domain/guess-guard.ts';
+import type { CheckEvent } from '../store/check-events.ts';
+import { allows, type Principal } from '../admin/scopes.ts';
 import type { VirtualKey } from '../domain/types.ts';
 import type { VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
 import { compileCidrs, ipInRanges, parseIp } from '../domain/ip.ts';
@@ -19,6 +22,19 @@ export interface LeaseServiceOptions {
   retentionHours: number;
 }
 
+/**
+ * Virtual keys tried at the lease endpoint count against the rUS check's guessing budgets
+ * (the subject is the caller's address, an IPv6 one by its /64), and refusals are recorded as
+ * check events with resolver `lease-endpoint`.
+ */
+export interface LeaseGuessing {
+  guard: GuessGuard | undefined;
+  recordEvent: (event: CheckEvent) => void;
+}
+
+/** The resolver named in check events recorded by the lease endpoint. */
+export const LEASE_ENDPOINT_RESOLVER = 'lease-endpoint';
+
 /** What a lease route answers. */
 export interface LeaseResult {
   status: number;
@@ -31,6 +47,8 @@ export interface LeaseRequestContext {
   body: unknown;
   clientAddress: string | null;
   idempotencyKey: string | undefined;
+  /** Who the Authorization header names (authenticated on first call; 401 for a bad token); undefined without one. */
+  principal: () => Promise<Principal | undefined>;
 }
 
 interface Idempotency {
@@ -63,6 +81,7 @@ export function poolView(pool: Pool) {
     maxTtlSeconds: pool.maxTtlSeconds,
     heartbeatIntervalSeconds: pool.heartbeatIntervalSeconds,
     requireSignedRequests: pool.requireSignedRequests,
+    anonymous: pool.anonymous,
     virtualKeyId: pool.virtualKeyId,
     createdAt: pool.createdAt.toISOString(),
     updatedAt: pool.updatedAt.toISOString(),
@@ -85,6 +104,7 @@ export class LeaseService {
     private readonly hashKey: KeyHasher,
     private readonly options: LeaseServiceOptions,
     private readonly logger: Logger,
+    private readonly guessing: LeaseGuessing = { guard: undefined, recordEvent: () => {} },
   ) {}
 
   private get knex(): Knex {
@@ -106,6 +126,8 @@ export class LeaseService {
     if (!virtualKey && known && (known.virtualKeyId !== null || isSesPool(known.name))) {
       throw new AppError(403, 'not_entitled', `pool ${poolName} is not acquired by name`);
     }
+    // Before a stored answer is replayed: it holds the lease id.
+    const credential = virtualKey ? `vk:${virtualKey.id}` : await this.clientCredential(known!, signed, body.clientId, ctx);
     const replayed = await this.storedAnswer(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed);
     if (replayed) return replayed;
     // A virtual key's pool is made on first use, unsigned; a signed request to it is checked all the same.
@@ -132,6 +154,7 @@ export class LeaseService {
         ttlSeconds: body.ttlSeconds,
         clientAddress: ctx.clientAddress,
         metadata: body.metadata ?? {},
+        credential,
       });
       switch (result.outcome) {
         case 'no_pool':
@@ -140,17 +163,20 @@ export class LeaseService {
           throw new ValidationError(`invalid request body: ttlSeconds must be a whole number from 1 to ${result.pool.maxTtlSeconds} for this pool`);
         case 'full':
           return noSeat(result.pool, result);
+        case 'client_id_in_use':
+          throw new ConflictError('client_id_in_use', `clientId ${body.clientId} holds a live lease in pool ${poolName} acquired with another credential`);
         default:
           return { status: result.outcome === 'acquired' ? 201 : 200, body: leaseView(result.lease, result.pool) };
       }
     });
   }
 
-  async heartbeat(id: string, ctx: LeaseRequestContext, parse: (payload: unknown) => { ttlSeconds?: number | undefined; leaseId?: string | undefined }): Promise<LeaseResult> {
+  async heartbeat(id: string, ctx: LeaseRequestContext, parse: (payload: unknown) => HolderBody & { ttlSeconds?: number | undefined }): Promise<LeaseResult> {
     const { payload, signed } = await this.readBody(ctx.body ?? {});
     const body = parse(payload);
     const found = await this.repo.getLease(id);
     if (!found) throw new NotFoundError(`lease ${id}`);
+    await this.checkHolder(found.lease, ctx, signed, body.virtualKey);
     const replayed = await this.storedAnswer(ctx, `POST /v1/leases/${id}/heartbeat`, payload, signed);
     if (replayed) return replayed;
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
@@ -176,11 +202,12 @@ export class LeaseService {
     });
   }
 
-  async release(id: string, ctx: LeaseRequestContext, parse: (payload: unknown) => { leaseId?: string | undefined }): Promise<LeaseResult> {
+  async release(id: string, ctx: LeaseRequestContext, parse: (payload: unknown) => HolderBody): Promise<LeaseResult> {
     const { payload, signed } = await this.readBody(ctx.body ?? {});
     const body = parse(payload);
     const found = await this.repo.getLease(id);
     if (!found) throw new NotFoundError(`lease ${id}`);
+    await this.checkHolder(found.lease, ctx, signed, body.virtualKey);
     const replayed = await this.storedAnswer(ctx, `DELETE /v1/leases/${id}`, payload, signed);
     if (replayed) return replayed;
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
@@ -193,6 +220,7 @@ export class LeaseService {
   // ---- administration ------------------------------------------------------------------
 
   async createPool(input: PoolCreate): Promise<ReturnType<typeof poolView>> {
+    if (input.anonymous && isSesPool(input.name)) throw notAnonymous(input.name);
     const limits = this.completePool(input);
     try {
       return poolView(await this.repo.createPool(input.name, limits));
@@ -209,6 +237,7 @@ export class LeaseService {
         `the seats of pool ${name} follow virtual key ${current.virtualKeyId}: change its maxConcurrentLeases instead`,
       );
     }
+    if (patch.anonymous && (current.virtualKeyId !== null || isSesPool(name))) throw notAnonymous(name);
     const merged = { ...current, ...definedOnly(patch) };
     checkPoolLimits(merged);
     return poolView((await this.repo.updatePool(name, definedOnly(patch))) ?? notFoundPool(name));
@@ -267,6 +296,17 @@ export class LeaseService {
 
   // ---- background ----------------------------------------------------------------------
 
+  /** Logs, at start, the pools anyone who reaches /v1 may take seats of. */
+  async warnAboutAnonymousPools(): Promise<void> {
+    const names = (await this.knex('lease_pools').where({ anonymous: true }).orderBy('name').pluck('name')) as string[];
+    if (names.length === 0) return;
+    this.logger.warn(
+      { pools: names },
+      'these lease pools are anonymous: anyone who reaches /v1 may take and keep their seats. Give clients a token with the leases:client scope ' +
+        '(entgate admin-token create --scope leases:client), then `entgate pool update <name> --no-anonymous`',
+    );
+  }
+
   /** Starts the tidy job (expired events, retention); its failures are logged, never thrown. */
   startTidy(): void {
     const run = () => {
@@ -301,6 +341,77 @@ export class LeaseService {
       return { payload: signed.payload, signed };
     }
     return { payload: body ?? {}, signed: undefined };
+  }
+
+  /**
+   * The credential an acquire of a named pool is bound to: a signed request (verified by
+   * authenticate()), else a client token (scope `leases:client`), else none if the pool is
+   * anonymous. 401 `client_credential_required` otherwise.
+   */
+  private async clientCredential(pool: Pool, signed: SignedRequest | undefined, clientId: string, ctx: LeaseRequestContext): Promise<string | null> {
+    if (signed) return `signed:${clientId}`;
+    const principal = await ctx.principal();
+    if (principal) return tokenCredential(principal);
+    if (pool.anonymous || pool.requireSignedRequests) return null; // a signed pool refuses in authenticate()
+    throw credentialRequired(`pool ${pool.name}`);
+  }
+
+  /**
+   * A heartbeat or release needs the credential its lease was acquired with: the same client
+   * token, a request signed by the lease client's key (checked by authenticate()), or the same
+   * virtual key. A lease of an anonymous pool (credential null) needs only its id.
+   */
+  private async checkHolder(lease: Lease, ctx: LeaseRequestContext, signed: SignedRequest | undefined, virtualKey: string | undefined): Promise<void> {
+    const held = lease.credential;
+    if (held === null) return;
+    const notHolder = () => new AppError(403, 'not_lease_holder', 'this lease was acquired with another credential');
+    if (held.startsWith('signed:')) {
+      if (!signed) throw new AppError(401, 'signed_request_required', 'this lease was acquired with a signed request: sign its heartbeat and release too');
+    } else if (held.startsWith('vk:')) {
+      if (virtualKey === undefined) throw credentialRequired('this lease (give its virtualKey)');
+      const vk = await this.findVirtualKey(virtualKey, ctx.clientAddress);
+      if (vk === undefined || `vk:${vk.id}` !== held) throw notHolder();
+    } else {
+      const principal = await ctx.principal();
+      if (!principal) throw credentialRequired('this lease (its client token)');
+      if (tokenCredential(principal) !== held) throw notHolder();
+    }
+  }
+
+  /**
+   * Looks up a virtual key for the lease endpoint under the rUS check's guessing budgets: a
+   * caller past its budget is refused before any lookup, an unknown key counts against it,
+   * and both are recorded as check events. Undefined for either.
+   */
+  private async findVirtualKey(key: string, clientAddress: string | null): Promise<VirtualKey | undefined> {
+    const guard = this.guessing.guard;
+    const subject = guard ? guessSubject(clientAddress ?? undefined, null) : undefined;
+    if (guard?.isBlocked(subject)) {
+      this.recordRefusal(key, clientAddress, null, BLOCKED_REASON);
+      return undefined;
+    }
+    const vk = await this.virtualKeys.findByHash(this.hashKey(key));
+    if (vk === undefined) {
+      guard?.recordFailure(subject);
+      this.recordRefusal(key, clientAddress, null, 'unknown_key');
+    }
+    return vk;
+  }
+
+  private recordRefusal(key: string, clientAddress: string | null, virtualKeyId: number | null, reason: string): void {
+    this.guessing.recordEvent({
+      occurredAt: new Date(),
+      server: null,
+      class: null,
+      keyHint: keyHint(key),
+      virtualKeyId,
+      remoteIp: clientAddress,
+      callerIp: clientAddress,
+      decision: 'denied',
+      reason,
+      resolver: LEASE_ENDPOINT_RESOLVER,
+      latencyUs: 0,
+    });
   }
 
   /**
@@ -355,17 +466,27 @@ export class LeaseService {
     return holdsLeases(await this.virtualKeys.get(virtualKeyId), Date.now()) !== undefined;
   }
 
-  /** Checks a virtual key may hold leases from this address; one answer for every refusal. */
+  /**
+   * Checks a virtual key may hold leases from this address; one answer for every refusal
+   * (unknown, blocked for guessing, not entitled, another network), each recorded.
+   */
   private async virtualKeyPool(key: string, clientAddress: string | null): Promise<{ id: number; seats: number }> {
-    const vk = await this.virtualKeys.findByHash(this.hashKey(key));
-    const seats = holdsLeases(vk, Date.now());
+    const vk = await this.findVirtualKey(key, clientAddress);
     const refused = new AppError(403, 'not_entitled', 'this virtual key holds no floating leases');
-    if (seats === undefined) throw refused;
-    if (vk!.allowedCidrs.length > 0) {
-      const ip = clientAddress ? parseIp(clientAddress) : undefined;
-      if (!ip || !ipInRanges(ip, compileCidrs(vk!.allowedCidrs))) throw refused;
+    if (vk === undefined) throw refused;
+    const seats = holdsLeases(vk, Date.now());
+    if (seats === undefined) {
+      this.recordRefusal(key, clientAddress, vk.id, 'no_floating_leases');
+      throw refused;
     }
-    return { id: vk!.id, seats };
+    if (vk.allowedCidrs.length > 0) {
+      const ip = clientAddress ? parseIp(clientAddress) : undefined;
+      if (!ip || !ipInRanges(ip, compileCidrs(vk.allowedCidrs))) {
+        this.recordRefusal(key, clientAddress, vk.id, 'network_not_allowed');
+        throw refused;
+      }
+    }
+    return { id: vk.id, seats };
   }
 
   private virtualKeyPoolDefaults(): Omit<PoolInput, 'seats'> {
@@ -374,6 +495,7 @@ export class LeaseService {
       maxTtlSeconds: Math.max(this.options.maxTtlSeconds, this.options.defaultTtlSeconds),
       heartbeatIntervalSeconds: defaultHeartbeatInterval(this.options.defaultTtlSeconds),
       requireSignedRequests: false,
+      anonymous: false,
     };
   }
 
@@ -385,6 +507,7 @@ export class LeaseService {
       maxTtlSeconds: input.maxTtlSeconds ?? Math.max(this.options.maxTtlSeconds, defaultTtlSeconds),
       heartbeatIntervalSeconds: input.heartbeatIntervalSeconds ?? defaultHeartbeatInterval(defaultTtlSeconds),
       requireSignedRequests: input.requireSignedRequests ?? false,
+      anonymous: input.anonymous ?? false,
     };
     checkPoolLimits(limits);
     return limits;
@@ -466,7 +589,10 @@ function noSeat(pool: Pick<Pool, 'name' | 'seats'>, state: { inUse: number; earl
 /** Pools the SES protocol acquires from (`ses-<application>`): their seats are not for /v1 clients. */
 export const isSesPool = (name: string) => name.startsWith('ses-');
 
-function checkPoolLimits(p: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds'>): void {
+function checkPoolLimits(p: Omit<PoolInput, 'seats'>): void {
+  if (p.anonymous && p.requireSignedRequests) {
+    throw new ValidationError('invalid pool: an anonymous pool cannot require signed requests (make it one or the other)');
+  }
   if (p.maxTtlSeconds < p.defaultTtlSeconds) {
     throw new ValidationError(`invalid pool: maxTtlSeconds (${p.maxTtlSeconds}) is below defaultTtlSeconds (${p.defaultTtlSeconds})`);
   }
@@ -480,6 +606,30 @@ function checkPoolLimits(p: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds
 function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
+
+/** What heartbeat and release bodies may carry to show they hold the lease. */
+interface HolderBody {
+  leaseId?: string | undefined;
+  virtualKey?: string | undefined;
+}
+
+/** A client token's credential: its id (the bootstrap token has none). */
+const tokenCredential = (principal: Principal): string => {
+  if (!allows(principal.scopes, ['leases:client'])) {
+    throw new AppError(403, 'insufficient_scope', 'this token may not hold leases: it needs the leases:client scope');
+  }
+  return `token:${principal.tokenId ?? principal.name}`;
+};
+
+const credentialRequired = (what: string) =>
+  new AppError(
+    401,
+    'client_credential_required',
+    `${what} needs a client credential: a bearer token with the leases:client scope, a virtual key, or a signed request`,
+  );
+
+const notAnonymous = (name: string) =>
+  new ValidationError(`pool ${name} is reached with its virtual key or SES token only: it cannot be made anonymous`);
 
 function notFoundPool(name: string): never {
   throw new NotFoundError(`pool ${name}`);

@@ -134,16 +134,20 @@ export class SesService {
       this.knex,
       {
         pool: poolOfApplication(body.applicationId),
-        create: { seats: 1_000_000, defaultTtlSeconds: 300, maxTtlSeconds: MAX_DURATION_SECONDS, heartbeatIntervalSeconds: 100, requireSignedRequests: false },
+        create: { seats: 1_000_000, defaultTtlSeconds: 300, maxTtlSeconds: MAX_DURATION_SECONDS, heartbeatIntervalSeconds: 100, requireSignedRequests: false, anonymous: false },
       },
       {
         clientId: `${claims.id.slice(0, 80)}#${randomUUID().slice(0, 8)}`,
         ttlSeconds,
         clientAddress: caller?.toString() ?? null,
         metadata: { tokenId: claims.id, applicationId: body.applicationId, ...(claims.vmid !== null && { vmid: claims.vmid }) },
+        // The SES protocol's own rules guard these leases (the token, the entitlement id).
+        credential: null,
       },
     );
     if (result.outcome === 'no_pool') throw new Error(`pool ${poolOfApplication(body.applicationId)} vanished while acquiring`);
+    // Each acquire names a fresh clientId, so no live lease can hold it.
+    if (result.outcome === 'client_id_in_use') throw new Error(`a fresh SES clientId was already in use in ${result.pool.name}`);
     if (result.outcome === 'ttl_too_long') {
       audit('invalid', `duration over the pool's maximum of ${result.pool.maxTtlSeconds} s`, claims.id);
       return sesError(400, 'EntitlementDenied', `The duration is longer than ${result.pool.maxTtlSeconds} seconds.`);

@@ -38,19 +38,19 @@ describe('entgate CLI against a running server', () => {
   });
 
   it('manages pools, leases, client keys and a virtual key\'s seats', async () => {
-    const created = await cli('pool', 'create', 'cli-pool', '--seats', '2', '--ttl', '30', '--heartbeat', '5');
+    const created = await cli('pool', 'create', 'cli-pool', '--seats', '2', '--ttl', '30', '--heartbeat', '5', '--anonymous');
     assert.deepEqual([created.code, created.stdout], [0, 'created pool cli-pool (2 seats)\n'], created.stderr);
     const lease = await fetch(`${fx.server.url}/v1/leases`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ pool: 'cli-pool', clientId: 'ws-1' }) });
     const { leaseId } = (await lease.json()) as { leaseId: string };
     const listed = await cli('pool', 'list');
-    assert.match(listed.stdout, /^name\s+seats\s+inUse.*\ncli-pool\s+2\s+1\s+30\s+3600\s+5\s+false\n/);
+    assert.match(listed.stdout, /^name\s+seats\s+inUse.*\ncli-pool\s+2\s+1\s+30\s+3600\s+5\s+false\s+true\n/);
     const leases = await cli('lease', 'list', 'cli-pool', '--json');
     assert.equal((JSON.parse(leases.stdout) as { leaseId: string }[])[0]!.leaseId, leaseId);
     assert.equal((await cli('pool', 'delete', 'cli-pool')).code, 1, 'refused while a lease is live');
     assert.equal((await cli('lease', 'release', leaseId)).code, 0);
     const events = await cli('lease', 'events', '--lease', leaseId, '--json');
     assert.deepEqual((JSON.parse(events.stdout) as { type: string }[]).map((e) => e.type), ['released', 'acquired']);
-    const updated = await cli('pool', 'update', 'cli-pool', '--seats', '3', '--signed');
+    const updated = await cli('pool', 'update', 'cli-pool', '--seats', '3', '--signed', '--no-anonymous');
     assert.equal(updated.code, 0, updated.stderr);
     assert.match((await cli('pool', 'show', 'cli-pool', '--json')).stdout, /"seats": 3,[\s\S]*"requireSignedRequests": true/);
     const nothing = await cli('pool', 'update', 'cli-pool');

@@ -22,11 +22,14 @@ async function call(url: string, method: string, path: string, body?: unknown, a
 
 const inUse = async (url: string, pool: string) => (await call(url, 'GET', `/v1/pools/${pool}`, undefined, true)).body.inUse as number;
 
+/** The client token `entgate lease run` gets in ENTGATE_CLIENT_TOKEN, when a test made one. */
+let clientToken: Record<string, string> = {};
+
 /** `entgate lease run` as a real process; resolves with its exit code and stderr. */
 function leaseRun(url: string, args: string[], env: Record<string, string> = {}) {
   const child = spawn(process.execPath, [ENTGATE_BIN, 'lease', 'run', ...args], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ENTGATE_URL: url, ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ENTGATE_URL: url, ...clientToken, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -64,7 +67,7 @@ describe('floating leases across three entgate processes on one PostgreSQL', { s
 
   it('grants exactly 5 of 60 concurrent acquires on a 5-seat pool, refusing 55 with 409', async () => {
     const [a] = servers;
-    assert.equal((await call(a!.url, 'POST', '/admin/v1/pools', { name: 'five', seats: 5, defaultTtlSeconds: 60 }, true)).status, 201);
+    assert.equal((await call(a!.url, 'POST', '/admin/v1/pools', { name: 'five', seats: 5, defaultTtlSeconds: 60, anonymous: true }, true)).status, 201);
     const results = await Promise.all(
       Array.from({ length: 60 }, (_, i) => call(servers[i % 3]!.url, 'POST', '/v1/leases', { pool: 'five', clientId: `client-${i}` })),
     );
@@ -95,7 +98,7 @@ describe('floating leases across three entgate processes on one PostgreSQL', { s
 
   it("frees a SIGKILLed client's seat right after its lease's TTL, and not before", async () => {
     const url = servers[0]!.url;
-    await call(url, 'POST', '/admin/v1/pools', { name: 'one', seats: 1, defaultTtlSeconds: 3, heartbeatIntervalSeconds: 1 }, true);
+    await call(url, 'POST', '/admin/v1/pools', { name: 'one', seats: 1, defaultTtlSeconds: 3, heartbeatIntervalSeconds: 1, anonymous: true }, true);
     // The command outlives its SIGKILLed runner (orphaned) for a few seconds only.
     const runner = leaseRun(url, ['--pool', 'one', '--client-id', 'doomed', '--', 'sleep', '8']);
     await waitFor('the runner to hold the seat', async () => (await inUse(url, 'one')) === 1);
@@ -136,7 +139,13 @@ describe('entgate lease run', () => {
   before(async () => {
     db = await databaseTargets[0]!.create();
     server = await startServerProcess({ ...db.env, ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN });
-    await call(server.url, 'POST', '/admin/v1/pools', { name: 'run', seats: 1, defaultTtlSeconds: 3, heartbeatIntervalSeconds: 1 }, true);
+    // Made with the CLI: a pool that needs a credential, and the client token the runs carry.
+    const admin = { ENTGATE_URL: server.url, ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN };
+    const pool = await runCli(['pool', 'create', 'run', '--seats', '1', '--ttl', '3', '--heartbeat', '1'], admin);
+    assert.equal(pool.code, 0, pool.stderr);
+    const token = await runCli(['admin-token', 'create', 'runner', '--scope', 'leases:client', '--json'], admin);
+    assert.equal(token.code, 0, token.stderr);
+    clientToken = { ENTGATE_CLIENT_TOKEN: (JSON.parse(token.stdout) as { token: string }).token };
   });
   after(async () => {
     for (const c of children) c.kill('SIGKILL');
@@ -148,7 +157,7 @@ describe('entgate lease run', () => {
     const run = leaseRun(server.url, ['--pool', 'run', '--', 'sh', '-c', 'sleep 4; exit 7']);
     children.push(run.child);
     await waitFor('the seat', async () => (await inUse(server.url, 'run')) === 1);
-    const busy = await runCli(['lease', 'run', '--pool', 'run', '--', 'true'], { ENTGATE_URL: server.url });
+    const busy = await runCli(['lease', 'run', '--pool', 'run', '--', 'true'], { ENTGATE_URL: server.url, ...clientToken });
     assert.equal(busy.code, 75, busy.stderr);
     assert.match(busy.stderr, /^entgate lease run: no seat available \(1 of 1 in use; retry in \d+ s\)\n$/);
     const result = await run.done;
@@ -180,12 +189,12 @@ describe('entgate lease run', () => {
     await waitFor('the seat', async () => (await inUse(server.url, 'run')) === 1);
     const { leaseId } = (await call(server.url, 'GET', '/v1/pools/run', undefined, true)).body.leases[0];
     assert.equal((await call(server.url, 'DELETE', `/admin/v1/leases/${leaseId}`, undefined, true)).status, 204);
-    const thief = await call(server.url, 'POST', '/v1/leases', { pool: 'run', clientId: 'thief' });
+    const thief = await call(server.url, 'POST', '/v1/leases', { pool: 'run', clientId: 'thief' }, true);
     assert.equal(thief.status, 201);
     const result = await run.done;
     assert.equal(result.code, 76, result.stderr);
     assert.match(result.stderr, /lease ended \(lease_released\); stopping the command/);
-    await call(server.url, 'DELETE', `/v1/leases/${thief.body.leaseId}`);
+    await call(server.url, 'DELETE', `/v1/leases/${thief.body.leaseId}`, undefined, true);
   });
 
   it('after a pause longer than its TTL, re-acquires a free seat and lets the command finish', async () => {
@@ -207,6 +216,26 @@ describe('entgate lease run', () => {
     assert.equal(await inUse(server.url, 'run'), 0);
   });
 
+  it('needs a client credential unless the pool was made --anonymous, and reads the token from --token-env', async () => {
+    await waitFor('a free seat', async () => (await inUse(server.url, 'run')) === 0);
+    const none = await runCli(['lease', 'run', '--pool', 'run', '--', 'true'], { ENTGATE_URL: server.url });
+    assert.equal(none.code, 1, none.stderr);
+    assert.match(none.stderr, /pool run needs a client credential/);
+    assert.equal(none.stderr.trim().split('\n').length, 1, none.stderr);
+    const named = await runCli(['lease', 'run', '--pool', 'run', '--token-env', 'MY_TOKEN', '--', 'true'], { ENTGATE_URL: server.url, MY_TOKEN: clientToken.ENTGATE_CLIENT_TOKEN! });
+    assert.equal(named.code, 0, named.stderr);
+    const missing = await runCli(['lease', 'run', '--pool', 'run', '--token-env', 'NOT_SET_EITHER', '--', 'true'], { ENTGATE_URL: server.url });
+    assert.match(missing.stderr, /NOT_SET_EITHER \(the client token\) is not set/);
+
+    const admin = { ENTGATE_URL: server.url, ENTGATE_ADMIN_TOKEN: ADMIN_TOKEN };
+    assert.equal((await runCli(['pool', 'create', 'open-run', '--seats', '1', '--anonymous'], admin)).code, 0);
+    const open = await runCli(['lease', 'run', '--pool', 'open-run', '--', 'true'], { ENTGATE_URL: server.url });
+    assert.equal(open.code, 0, open.stderr);
+    assert.equal((await runCli(['pool', 'update', 'open-run', '--no-anonymous'], admin)).code, 0);
+    const closed = await runCli(['lease', 'run', '--pool', 'open-run', '--', 'true'], { ENTGATE_URL: server.url });
+    assert.match(closed.stderr, /needs a client credential/);
+  });
+
   it('refuses bad use with one line on stderr and a non-zero exit', async () => {
     const cases: [string[], RegExp][] = [
       [['lease', 'run', '--', 'true'], /give either --pool or --virtual-key-env/],
@@ -217,7 +246,7 @@ describe('entgate lease run', () => {
       [['lease', 'run', '--pool', 'run', '--ttl', 'abc', '--', 'true'], /--ttl must be a positive integer/],
     ];
     for (const [args, message] of cases) {
-      const r = await runCli(args, { ENTGATE_URL: server.url });
+      const r = await runCli(args, { ENTGATE_URL: server.url, ...clientToken });
       assert.notEqual(r.code, 0, args.join(' '));
       assert.match(r.stderr, message, args.join(' '));
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);

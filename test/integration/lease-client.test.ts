@@ -18,7 +18,8 @@ describe('LeaseClient against a real server', () => {
   before(async () => {
     db = await databaseTargets[0]!.create();
     svc = await startTestService(db);
-    client = new LeaseClient({ baseUrl: svc.url });
+    const token = await admin().post('/admin/v1/admin-tokens').set(AUTH).send({ name: 'lib-client', scopes: ['leases:client'] }).expect(201);
+    client = new LeaseClient({ baseUrl: svc.url, token: token.body.token });
     await admin().post('/admin/v1/pools').set(AUTH).send({ name: 'lib', seats: 1, defaultTtlSeconds: 3, heartbeatIntervalSeconds: 1 }).expect(201);
   });
   after(async () => {
@@ -64,6 +65,16 @@ describe('LeaseClient against a real server', () => {
     await signer.heartbeat(lease.leaseId);
     await signer.release(lease.leaseId);
     assert.equal((await admin().get('/v1/pools/signed-lib').set(AUTH)).body.inUse, 0);
+  });
+
+  it('sends no credential without a token, and the virtual key with every heartbeat and release of its lease', async () => {
+    const anonymous = new LeaseClient({ baseUrl: svc.url, token: '' });
+    await assert.rejects(anonymous.acquire({ pool: 'lib', clientId: 'nobody' }), (err: unknown) => (err as LeaseRequestError).code === 'client_credential_required');
+    const ent = await admin().post('/admin/v1/entitlements').set(AUTH).send({ server: 'rm.example.com', key: 'real' }).expect(201);
+    await admin().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId: ent.body.id, key: 'lib-key-0001', maxConcurrentLeases: 1 }).expect(201);
+    const lease = await anonymous.acquire({ virtualKey: 'lib-key-0001', clientId: 'ws' });
+    await anonymous.heartbeat(lease.leaseId);
+    await anonymous.release(lease.leaseId);
   });
 
   it('reports an unreachable server as status 0', async () => {

@@ -21,8 +21,10 @@ for (const target of databaseTargets) {
     const api = () => request(svc.server);
     const count = async (table: string) => Number((await svc.db.knex(table).count({ n: '*' }))[0]!.n);
     const acquire = (body: object, headers: Record<string, string> = {}) => api().post('/v1/leases').set(headers).send(body);
-    const createPool = async (body: object) => {
-      const res = await api().post('/admin/v1/pools').set(AUTH).send(body);
+    // Anonymous unless signed (or an SES pool): these tests are about seats, not credentials (see lease-credentials.test.ts).
+    const createPool = async (body: { name: string; seats: number; requireSignedRequests?: boolean; [field: string]: unknown }) => {
+      const anonymous = !body.requireSignedRequests && !body.name.startsWith('ses-');
+      const res = await api().post('/admin/v1/pools').set(AUTH).send({ ...(anonymous && { anonymous }), ...body });
       assert.equal(res.status, 201, JSON.stringify(res.body));
       return res.body;
     };
@@ -154,7 +156,7 @@ for (const target of databaseTargets) {
       const bad = await api().patch('/admin/v1/pools/adm').set(AUTH).send({ heartbeatIntervalSeconds: 30 });
       assert.deepEqual([bad.status, bad.body.code], [400, 'invalid_request']);
       assert.equal((await api().get('/admin/v1/pools/adm').set(AUTH)).body.heartbeatIntervalSeconds, 20, 'a refused change changes nothing');
-      assert.equal((await api().post('/admin/v1/pools').set(AUTH).send({ name: 'adm', seats: 1 })).body.code, 'pool_exists');
+      assert.equal((await api().post('/admin/v1/pools').set(AUTH).send({ name: 'adm', seats: 1, anonymous: true })).body.code, 'pool_exists');
       await acquire({ pool: 'adm', clientId: 'c2' }).expect(201);
       await api().delete('/admin/v1/pools/adm?force=true').set(AUTH).expect(204);
       assert.equal((await api().get('/admin/v1/pools/adm').set(AUTH)).status, 404);
@@ -223,9 +225,9 @@ for (const target of databaseTargets) {
       const ent = await api().post('/admin/v1/entitlements').set(AUTH).send({ server: 'rm.example.com', key: 'real-3' });
       const vk = await api().post('/admin/v1/virtual-keys').set(AUTH).send({ entitlementId: ent.body.id, key: 'cust-88', maxConcurrentLeases: 1 });
       const lease = (await acquire({ virtualKey: 'cust-88', clientId: 'a' })).body;
-      await api().post(`/v1/leases/${lease.leaseId}/heartbeat`).send({}).expect(200);
+      await api().post(`/v1/leases/${lease.leaseId}/heartbeat`).send({ virtualKey: 'cust-88' }).expect(200);
       await api().patch(`/admin/v1/virtual-keys/${vk.body.id}`).set(AUTH).send({ status: 'revoked' }).expect(200);
-      const hb = await api().post(`/v1/leases/${lease.leaseId}/heartbeat`).send({});
+      const hb = await api().post(`/v1/leases/${lease.leaseId}/heartbeat`).send({ virtualKey: 'cust-88' });
       assert.deepEqual([hb.status, hb.body.code], [410, 'lease_revoked']);
       assert.equal((await api().get(`/v1/pools/vk-${vk.body.id}`).set(AUTH)).body.inUse, 0);
       assert.deepEqual(await eventsOf(lease.leaseId), ['acquired', 'renewed', 'released:virtual_key_not_entitled']);

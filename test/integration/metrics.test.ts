@@ -37,7 +37,7 @@ describe('metrics', () => {
     await api().get('/?server=rm.example.com;key=metric-key').expect(200);
     await api().get('/?server=rm.example.com;key=nobody').expect(404);
     await api().get('/?key=x').expect(400);
-    await api().post('/admin/v1/pools').set(AUTH).send({ name: 'metered', seats: 3 }).expect(201);
+    await api().post('/admin/v1/pools').set(AUTH).send({ name: 'metered', seats: 3, anonymous: true }).expect(201);
     await api().post('/v1/leases').send({ pool: 'metered', clientId: 'a' }).expect(201);
     await api().post('/softwareEntitlements?api-version=2017-05-01.5.0').send({ token: 'a.b.c', applicationId: 'x' });
 
