@@ -124,7 +124,7 @@ describe('when the database freezes or stops', { skip: bin ? false : 'initdb is 
     assert.equal(ent.status, 201, JSON.stringify(ent));
     const vk = await call('POST', '/admin/v1/virtual-keys', { entitlementId: (ent.body as { id: number }).id, key: 'cached-key' }, AUTH);
     assert.equal(vk.status, 201, JSON.stringify(vk));
-    assert.equal((await call('POST', '/admin/v1/pools', { name: 'seats', seats: 1000 }, AUTH)).status, 201);
+    assert.equal((await call('POST', '/admin/v1/pools', { name: 'seats', seats: 1000, anonymous: true }, AUTH)).status, 201);
     assert.equal((await check('cached-key')).status, 200);
     assert.equal((await doors.leaseAcquire()).status, 201);
     assert.equal((await doors.sesAcquire()).status, 200);

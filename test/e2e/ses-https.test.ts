@@ -39,23 +39,30 @@ async function sdkClient(baseUrl: string, trustedRoot: string, pins: Pin[], apiV
         method,
         ca: trustedRoot,
         minVersion: 'TLSv1.2',
+        agent: false, // a connection of its own: the pin is checked at every handshake
         headers:
           method === 'DELETE'
             ? {}
             : { 'Content-Type': 'application/json; odata=minimalmetadata', 'Content-Length': Buffer.byteLength(payload) },
       },
       (res) => {
-        const socket = res.socket as TLSSocket;
-        const chain: PeerCertificate[] = [];
-        for (let c: PeerCertificate | undefined = socket.getPeerCertificate(true); c && !chain.includes(c); c = (c as { issuerCertificate?: PeerCertificate }).issuerCertificate) {
-          chain.push(c);
-        }
         const notRoot = chain.filter((c) => c.subject.CN !== c.issuer.CN);
         const pinned = notRoot.some((c) => pins.some((p) => c.fingerprint.replaceAll(':', '') === p.thumbprint && c.subject.CN === p.commonName));
         let text = '';
         res.on('data', (d: Buffer) => (text += d.toString()));
         res.on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined, pinned, chain: chain.map((c) => String(c.subject.CN)) }));
       },
+    );
+    // The chain is read at the handshake, as the SDK does: by the time the answer is read the
+    // server may have closed the connection (Connection: close), and a closed TLS socket has
+    // no peer certificate any more.
+    const chain: PeerCertificate[] = [];
+    req.on('socket', (s) =>
+      (s as TLSSocket).once('secureConnect', () => {
+        for (let c: PeerCertificate | undefined = (s as TLSSocket).getPeerCertificate(true); c?.subject && !chain.includes(c); c = (c as { issuerCertificate?: PeerCertificate }).issuerCertificate) {
+          chain.push(c);
+        }
+      }),
     );
     req.on('error', reject);
     req.end(method === 'DELETE' ? undefined : payload);

@@ -143,7 +143,7 @@ async function seed(port: number): Promise<void> {
   assert.equal(e.status, 201, e.body);
   const k = await send(port, 'POST', '/admin/v1/virtual-keys', { ...AUTH, ...JSON_TYPE }, JSON.stringify({ entitlementId: e.json().id, key: VKEY }));
   assert.equal(k.status, 201, k.body);
-  const p = await send(port, 'POST', '/admin/v1/pools', { ...AUTH, ...JSON_TYPE }, JSON.stringify({ name: 'cad', seats: 5 }));
+  const p = await send(port, 'POST', '/admin/v1/pools', { ...AUTH, ...JSON_TYPE }, JSON.stringify({ name: 'cad', seats: 5, anonymous: true }));
   assert.equal(p.status, 201, p.body);
 }
 
