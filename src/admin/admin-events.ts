@@ -63,7 +63,8 @@ export function recordAdminWrites(record: (e: AdminEvent) => void, trustedProxie
         method: req.method,
         route: matched?.route ?? `${base}/*`,
         target: (res.locals.auditTarget as string | undefined) ?? targetOf(matched?.params),
-        status: res.writableFinished ? res.statusCode : 499,
+        // A streamed answer (200) tells its outcome in its last line: `outcomeStatus`.
+        status: res.writableFinished ? ((res.locals.outcomeStatus as number | undefined) ?? res.statusCode) : 499,
         requestId: (res.locals.requestId as string | undefined) ?? null,
         callerIp: callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies)?.toString() ?? null,
       });
