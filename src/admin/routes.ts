@@ -81,6 +81,13 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
       throw new AppError(415, 'unsupported_media_type', 'send the import as Content-Type: text/csv');
     }
     const rows = readImportCsv(req.body);
+    // The server closes a socket idle for two minutes; a plain import says nothing until it is
+    // done, and a large one on PGlite takes longer than that. Its idle timer waits meanwhile.
+    const idle = req.socket.timeout;
+    req.socket.setTimeout(0);
+    res.once('finish', () => {
+      if (idle) req.socket.setTimeout(idle);
+    });
     if (!acceptsNdjson(req)) {
       res.status(201).json(await admin.importVirtualKeys(rows));
       return;
