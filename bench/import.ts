@@ -143,7 +143,12 @@ async function scenario(engine: string, rows: number, dbs: Databases): Promise<s
     const uncached = checker(server.url, () => `server=rm.example.com;key=unknown-${n++}-${randomBytes(4).toString('hex')}`);
     await new Promise((r) => setTimeout(r, 500));
     const started = performance.now();
-    const res = await post(`${server.url}/admin/v1/virtual-keys/import`, csv);
+    const res = await post(`${server.url}/admin/v1/virtual-keys/import`, csv).catch(async (err: Error) => {
+      // The clients stop with the import, whatever happened to it (or the run never ends).
+      clearInterval(sampler);
+      await Promise.all([cached.stop(), uncached.stop()]);
+      throw err;
+    });
     const answer = JSON.parse(res.text) as { imported?: number; code?: string };
     const seconds = (performance.now() - started) / 1000;
     await new Promise((r) => setTimeout(r, 500));
