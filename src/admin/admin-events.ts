@@ -120,7 +120,8 @@ export function recordAdminWrites(
     }
     // 'close' also follows an answer cut off (the client went away): a write may have been
     // done all the same, so it is recorded, with status 499 when no answer was sent.
-    res.once('close', () => record(event(res.writableFinished ? res.statusCode : 499)));
+    // A streamed answer (200) tells its outcome in its last line: `outcomeStatus`.
+    res.once('close', () => record(event(res.writableFinished ? ((res.locals.outcomeStatus as number | undefined) ?? res.statusCode) : 499)));
     next();
   };
 }

@@ -5,8 +5,8 @@ import { pageOf, validate } from '../http/validate.ts';
 import type { AdminService } from './service.ts';
 import type { VirtualKey } from '../domain/types.ts';
 import type { AuditRepo } from '../store/audit.ts';
-import { importError } from './service.ts';
-import { parseImportCsv } from './csv-import.ts';
+import { readImportCsv } from './csv-import.ts';
+import { errorAnswer } from '../http/error-answer.ts';
 import {
   entitlementCreate,
   entitlementPatch,
@@ -73,17 +73,37 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
     res.locals.auditTarget = `id=${created.id}`;
     res.status(201).json(withWarnings(created));
   });
+  // Parsed and written as a stream (see csv-import.ts, AdminService.importVirtualKeys). With
+  // Accept: application/x-ndjson the answer is a stream too: progress lines, then the answer
+  // the request would otherwise get, with its status in `status`.
   r.post('/virtual-keys/import', 'write', async (req, res) => {
-    if (typeof req.body !== 'string') {
+    if (!Buffer.isBuffer(req.body)) {
       throw new AppError(415, 'unsupported_media_type', 'send the import as Content-Type: text/csv');
     }
-    const parsed = parseImportCsv(req.body);
-    if ('problems' in parsed) throw importError(parsed.problems);
-    const imported = await admin.importVirtualKeys(parsed.rows);
-    const warnings = parsed.rows.flatMap((row) =>
-      virtualKeyWarnings({ allowedCidrs: row.input.allowedCidrs ?? [], cacheTimeout: row.input.cacheTimeout ?? null }).map((message) => ({ line: row.line, message })),
-    );
-    res.status(201).json(warnings.length > 0 ? { ...imported, warnings } : imported);
+    const rows = readImportCsv(req.body);
+    // The server closes a socket idle for two minutes; a plain import says nothing until it is
+    // done, and a large one on PGlite takes longer than that. Its idle timer waits meanwhile.
+    const idle = req.socket.timeout;
+    req.socket.setTimeout(0);
+    res.once('finish', () => {
+      if (idle) req.socket.setTimeout(idle);
+    });
+    if (!acceptsNdjson(req)) {
+      res.status(201).json(await admin.importVirtualKeys(rows));
+      return;
+    }
+    res.status(200).type('application/x-ndjson').setHeader('Cache-Control', 'no-store');
+    res.flushHeaders();
+    const line = (o: object) => res.write(`${JSON.stringify(o)}\n`);
+    let outcome: { status: number; body: object };
+    try {
+      outcome = { status: 201, body: await admin.importVirtualKeys(rows, line) };
+    } catch (err) {
+      outcome = errorAnswer(err, res.locals.log, res.locals.requestId);
+    }
+    res.locals.outcomeStatus = outcome.status;
+    line({ status: outcome.status, ...outcome.body });
+    res.end();
   });
   r.post('/virtual-keys/lookup', 'read', async (req, res) => {
     res.json(await admin.findVirtualKey(validate(virtualKeyLookup, req.body).key));
@@ -124,4 +144,8 @@ export function adminRoutes(admin: AdminService, audit: AuditRepo): Router {
 function withWarnings<K extends VirtualKey>(key: K): K & { warnings?: string[] } {
   const warnings = virtualKeyWarnings(key);
   return warnings.length > 0 ? { ...key, warnings } : key;
+}
+
+function acceptsNdjson(req: Request): boolean {
+  return (req.headers.accept ?? '').split(',').some((t) => t.split(';')[0]!.trim().toLowerCase() === 'application/x-ndjson');
 }

@@ -6,8 +6,8 @@ import type { EntitlementsRepo } from '../store/entitlements-repo.ts';
 import type { Product, ProductsRepo } from '../store/products-repo.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
 import type { ListVirtualKeysQuery, VirtualKeyInput, VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
-import { retryProblem, type EntitlementCreate, type VirtualKeyCreate, type VirtualKeyPatchInput } from './schemas.ts';
-import type { ImportProblem, ImportRow } from './csv-import.ts';
+import { retryProblem, virtualKeyWarnings, type EntitlementCreate, type VirtualKeyCreate, type VirtualKeyPatchInput } from './schemas.ts';
+import type { ImportItem, ImportProblem, ImportRow } from './csv-import.ts';
 
 export interface AdminServiceDeps {
   knex: Knex;
@@ -83,34 +83,89 @@ export class AdminService {
   }
 
   /**
-   * Imports many keys at once, all or nothing: every row is checked (format, entitlement,
-   * duplicates in the file and in the store) before anything is written, in one transaction.
+   * Imports many keys at once, all or nothing, in one transaction: rows are written in small
+   * batches as they arrive (so that neither the file nor its rows are ever all in memory, and
+   * the embedded database is never busy for long at a time), each batch checked first against
+   * the store (entitlement, key already mapped or given earlier in the file: the rows written
+   * before are visible in the transaction). Any problem anywhere, and the transaction is
+   * rolled back: nothing is written, and every problem is reported with its line.
    */
-  async importVirtualKeys(rows: ImportRow[]): Promise<{ imported: number; ids: number[] }> {
-    const hashes = rows.map((r) => this.deps.hashKey(r.input.key));
-    const ids = await this.deps.knex.transaction(async (trx) => {
-      const problems: ImportProblem[] = [];
-      const wanted = [...new Set(rows.map((r) => r.input.entitlementId))];
-      const existing = new Set(
-        ((await trx('entitlements').whereIn('id', wanted).select('id')) as { id: number }[]).map((r) => r.id),
-      );
-      const taken = await this.deps.virtualKeys.existingHashes(hashes, trx);
-      rows.forEach((row, i) => {
-        if (!existing.has(row.input.entitlementId)) {
-          problems.push({ line: row.line, message: `entitlement_id: entitlement ${row.input.entitlementId} does not exist` });
-        } else if (taken.has(hashes[i]!)) {
-          problems.push({ line: row.line, message: 'key: that virtual key is already mapped' });
+  async importVirtualKeys(items: AsyncIterable<ImportItem> | Iterable<ImportItem>, onProgress: (p: ImportProgress) => void = () => {}): Promise<ImportResult> {
+    const imported = new ImportedIds();
+    const problems: ImportProblem[] = [];
+    const warnings: ImportProblem[] = [];
+    const entitlements = new Map<number, boolean>();
+    const touched: string[] = [];
+    let validated = 0;
+    await this.deps.knex.transaction(async (trx) => {
+      const write = async (rows: ImportRow[]) => {
+        if (rows.length === 0) return;
+        const hashes = rows.map((r) => this.deps.hashKey(r.input.key));
+        const unknown = [...new Set(rows.map((r) => r.input.entitlementId))].filter((id) => !entitlements.has(id));
+        if (unknown.length > 0) {
+          // Key share: an entitlement cannot be deleted under the import.
+          const found = (await trx('entitlements').whereIn('id', unknown).forKeyShare().select('id')) as { id: number }[];
+          for (const id of unknown) entitlements.set(id, false);
+          for (const { id } of found) entitlements.set(id, true);
         }
-      });
-      if (problems.length > 0) throw importError(problems);
-      const created = await this.deps.virtualKeys.createMany(
-        rows.map((r, i) => this.toInput(r.input, r.input.key, hashes[i]!)),
-        trx,
-      );
-      return created.map((c) => c.id);
+        const taken = await this.deps.virtualKeys.existingIds(hashes, trx);
+        const inBatch = new Map<string, number>();
+        const fresh: { row: ImportRow; input: VirtualKeyInput }[] = [];
+        rows.forEach((row, i) => {
+          const hash = hashes[i]!;
+          const id = taken.get(hash);
+          const earlier = id === undefined ? inBatch.get(hash) : imported.lineOf(id);
+          if (!entitlements.get(row.input.entitlementId)) {
+            problems.push({ line: row.line, message: `entitlement_id: entitlement ${row.input.entitlementId} does not exist` });
+          } else if (earlier !== undefined) {
+            problems.push({ line: row.line, message: `key: the same key is on line ${earlier}` });
+          } else if (id !== undefined) {
+            problems.push({ line: row.line, message: 'key: that virtual key is already mapped' });
+          } else {
+            inBatch.set(hash, row.line);
+            fresh.push({ row, input: this.toInput(row.input, row.input.key, hash) });
+            const cacheTimeout = row.input.cacheTimeout ?? null;
+            for (const message of virtualKeyWarnings({ allowedCidrs: row.input.allowedCidrs ?? [], cacheTimeout })) warnings.push({ line: row.line, message });
+          }
+        });
+        let created: VirtualKey[];
+        try {
+          created = await this.deps.virtualKeys.createMany(fresh.map((f) => f.input), trx);
+        } catch (err) {
+          // Only another request writing the same key meanwhile gets here: nothing is written.
+          if (isUniqueViolation(err)) throw new ConflictError('virtual_key_exists', 'another request mapped a key of this import meanwhile; nothing was imported');
+          throw err;
+        }
+        const before = imported.count;
+        created.forEach((c, i) => imported.add(c.id, fresh[i]!.row.line));
+        if (touched.length <= INVALIDATE_LISTED) touched.push(...fresh.map((f) => f.input.keyHash));
+        if (crossed(before, imported.count)) onProgress({ written: imported.count });
+      };
+
+      let batch: ImportRow[] = [];
+      for await (const item of items) {
+        validated++;
+        if ('message' in item) problems.push(item);
+        else batch.push(item);
+        if (batch.length >= IMPORT_BATCH) {
+          await write(batch);
+          batch = [];
+        }
+        if (validated % PROGRESS_EVERY === 0) onProgress({ validated });
+      }
+      await write(batch);
+      onProgress({ validated });
+      onProgress({ written: imported.count });
+      if (problems.length > 0) throw importError(problems.sort((a, b) => a.line - b.line));
     });
-    this.deps.invalidate({ keyHashes: hashes });
-    return { imported: ids.length, ids };
+    // New keys may be remembered as unknown; past a thousand, every cache starts afresh.
+    this.deps.invalidate(touched.length > INVALIDATE_LISTED ? { all: true } : { keyHashes: touched });
+    return {
+      imported: imported.count,
+      ...(imported.count <= IMPORT_IDS_LISTED && { ids: imported.list() }),
+      idRanges: imported.ranges(),
+      ...(warnings.length > 0 && { warnings }),
+    };
   }
 
   listVirtualKeys(query: ListVirtualKeysQuery): Promise<VirtualKey[]> {
@@ -175,6 +230,77 @@ export class AdminService {
       customerRef: input.customerRef ?? null,
       maxConcurrentLeases: input.maxConcurrentLeases ?? null,
     };
+  }
+}
+
+/** Rows written per INSERT: on PGlite a statement holds the process's one thread while it runs. */
+const IMPORT_BATCH = 500;
+/** Progress is told every this many rows validated, and again written. */
+export const PROGRESS_EVERY = 10_000;
+/** An import answers `ids` up to this many keys; `idRanges` always. */
+export const IMPORT_IDS_LISTED = 10_000;
+const INVALIDATE_LISTED = 1_000;
+
+const crossed = (before: number, after: number) => Math.floor(before / PROGRESS_EVERY) < Math.floor(after / PROGRESS_EVERY);
+
+export type ImportProgress = { validated: number } | { written: number };
+
+export interface ImportResult {
+  imported: number;
+  /** The new keys' ids in file order, when there are at most IMPORT_IDS_LISTED. */
+  ids?: number[];
+  /** The same ids as ascending runs `[first, last]` (one run unless others wrote meanwhile). */
+  idRanges: [number, number][];
+  warnings?: ImportProblem[];
+}
+
+/**
+ * The ids an import wrote with their lines, compactly (two numbers a row). Ids ascend in the
+ * order written (one transaction draws them from the sequence in turn), so a lookup by id is
+ * a binary search.
+ */
+class ImportedIds {
+  private ids = new Float64Array(1024);
+  private lines = new Int32Array(1024);
+  count = 0;
+
+  add(id: number, line: number): void {
+    if (this.count === this.ids.length) {
+      const ids = new Float64Array(this.count * 2);
+      ids.set(this.ids);
+      const lines = new Int32Array(this.count * 2);
+      lines.set(this.lines);
+      [this.ids, this.lines] = [ids, lines];
+    }
+    this.ids[this.count] = id;
+    this.lines[this.count++] = line;
+  }
+
+  lineOf(id: number): number | undefined {
+    let [lo, hi] = [0, this.count - 1];
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const at = this.ids[mid]!;
+      if (at === id) return this.lines[mid];
+      if (at < id) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return undefined;
+  }
+
+  list(): number[] {
+    return Array.from(this.ids.subarray(0, this.count));
+  }
+
+  ranges(): [number, number][] {
+    const out: [number, number][] = [];
+    for (let i = 0; i < this.count; i++) {
+      const id = this.ids[i]!;
+      const last = out.at(-1);
+      if (last && id === last[1] + 1) last[1] = id;
+      else out.push([id, id]);
+    }
+    return out;
   }
 }
 

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { settings } from '../../config/settings.ts';
 import { loadConfig } from '../config/load.ts';
@@ -261,22 +261,46 @@ vkey
   )
   .option('--json', 'print the result as JSON')
   .action(async (file: string, o: { json?: boolean }) => {
-    let text: string;
+    // Sent as a stream, and answered as one: progress on stderr (one line redrawn on a
+    // terminal, a line each otherwise: the server tells every 10,000 rows and at the end).
+    let size: number;
     try {
-      text = readFileSync(file, 'utf8');
+      const stat = statSync(file);
+      if (stat.isDirectory()) throw Object.assign(new Error('a directory'), { code: 'EISDIR' });
+      size = stat.size;
     } catch (err) {
       throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    const result = await client().request<{ imported: number; ids: number[]; warnings?: { line: number; message: string }[] }>(
+    const progress = { validated: 0, written: 0 };
+    const printed = { validated: 0, written: 0 };
+    const tty = process.stderr.isTTY;
+    const result = await client().requestLines<{ imported: number; ids?: number[]; idRanges: [number, number][]; warnings?: { line: number; message: string }[] }>(
       'POST',
       '/virtual-keys/import',
-      text,
+      createReadStream(file),
       'text/csv',
+      (line) => {
+        for (const k of ['validated', 'written'] as const) {
+          if (typeof line[k] !== 'number') continue;
+          progress[k] = line[k];
+          // Not a terminal (a log): a line per 10,000 rows, so that a small file's refusal
+          // stays the one line on stderr.
+          if (!tty && progress[k] - printed[k] >= PROGRESS_LINE_ROWS) {
+            printed[k] = progress[k];
+            process.stderr.write(`${k} ${progress[k]} rows\n`);
+          }
+        }
+        if (tty) process.stderr.write(`\rvalidated ${progress.validated} rows, written ${progress.written}`);
+      },
+      size,
     );
+    if (tty && progress.validated > 0) process.stderr.write('\n');
     for (const w of result.warnings ?? []) process.stderr.write(`warning: line ${w.line}: ${w.message}\n`);
     if (o.json) printJson(result);
     else process.stdout.write(`imported ${result.imported} virtual keys\n`);
   });
+
+const PROGRESS_LINE_ROWS = 10_000;
 
 const product = program.command('product').description('CRM product codes mapped to entitlements (for the crm resolver)');
 

@@ -160,12 +160,12 @@ export class VirtualKeysRepo {
     return row ? toVirtualKey(row as VirtualKeyRow) : undefined;
   }
 
-  /** Which of these hashes are already stored (for imports that must not collide). */
-  async existingHashes(hashes: string[], trx: Knex = this.knex): Promise<Set<string>> {
-    const found = new Set<string>();
+  /** Which of these hashes are already stored, with their ids (for imports that must not collide). */
+  async existingIds(hashes: string[], trx: Knex = this.knex): Promise<Map<string, number>> {
+    const found = new Map<string, number>();
     for (let i = 0; i < hashes.length; i += 1000) {
-      const rows = await trx('virtual_keys').whereIn('key_hash', hashes.slice(i, i + 1000)).select('key_hash');
-      for (const r of rows as { key_hash: string }[]) found.add(r.key_hash);
+      const rows = await trx('virtual_keys').whereIn('key_hash', hashes.slice(i, i + 1000)).select('key_hash', 'id');
+      for (const r of rows as { key_hash: string; id: number }[]) found.set(r.key_hash, r.id);
     }
     return found;
   }

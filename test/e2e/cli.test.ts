@@ -167,6 +167,31 @@ describe('entgate CLI against a running server', () => {
     assert.match(missing.stderr, /^entgate: cannot read .*nope\.csv: ENOENT\n$/);
   });
 
+  it('imports a large CSV file with progress on stderr, and refuses one with a bad last row writing nothing', async () => {
+    const ent = JSON.parse((await cli('entitlement', 'add', '--server', '*', '--key', 'realkey-5', '--json')).stdout);
+    const rows = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => `${prefix}-${i},${ent.id}`);
+    const bad = join(fx.dir, 'large-bad.csv');
+    writeFileSync(bad, ['key,entitlement_id', ...rows(20_500, 'lb'), `lb-last,${ent.id},extra`].join('\n'));
+    const failed = await cli('vkey', 'import', bad);
+    assert.notEqual(failed.code, 0);
+    const failedLines = failed.stderr.trim().split('\n');
+    // Both counts go up together (rows are written in batches as they are read).
+    assert.deepEqual(failedLines.slice(0, -1).sort(), ['validated 10000 rows', 'validated 20000 rows', 'written 10000 rows', 'written 20000 rows']);
+    assert.match(failedLines.at(-1)!, /^entgate: line 20502: not valid CSV: /);
+    assert.equal((await check('server=h;key=lb-0')).status, 404);
+
+    const good = join(fx.dir, 'large-good.csv');
+    writeFileSync(good, ['key,entitlement_id', ...rows(20_500, 'lg')].join('\n'));
+    const done = await cli('vkey', 'import', good, '--json');
+    assert.equal(done.code, 0, done.stderr);
+    assert.deepEqual(done.stderr.trim().split('\n').sort(), ['validated 10000 rows', 'validated 20000 rows', 'written 10000 rows', 'written 20000 rows']);
+    const result = JSON.parse(done.stdout);
+    assert.equal(result.imported, 20_500);
+    assert.equal(result.ids, undefined, 'more than 10,000 ids are given as ranges only');
+    assert.equal(result.idRanges.reduce((n: number, [a, b]: [number, number]) => n + b - a + 1, 0), 20_500);
+    assert.equal((await check('server=h;key=lg-20499')).status, 200);
+  });
+
   it('fails with a non-zero exit and one line on stderr for bad input', async () => {
     for (const args of [
       ['entitlement', 'add', '--server', 'rm.example.com', '--key', 'bad&key'],

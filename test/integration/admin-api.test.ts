@@ -244,6 +244,96 @@ for (const target of databaseTargets) {
       const json = await api().post('/admin/v1/virtual-keys/import').set(AUTH).send({ rows: [] });
       assert.equal(json.status, 415);
     });
+
+    it('imports a large CSV file all or nothing: a bad last row, or a key given again many rows later, and nothing is written; every problem has its line', async () => {
+      const before = await count('virtual_keys');
+      const rows = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => `${prefix}-${i},${entitlementId}`);
+      const lastBad = ['key,entitlement_id', ...rows(12_000, 'big'), 'big-last,999999'].join('\n');
+      const res = await api().post('/admin/v1/virtual-keys/import').set(AUTH).type('text/csv').send(lastBad);
+      assert.equal(res.status, 400);
+      assert.deepEqual(res.body.details, [{ line: 12_002, message: 'entitlement_id: entitlement 999999 does not exist' }]);
+      assert.equal(await count('virtual_keys'), before);
+      assert.equal((await request(svc.server).get('/?server=rm.example.com;key=big-0')).status, 404);
+
+      // A duplicate in another write batch than its first line, a taken key, and a bad value.
+      const mixed = ['key,entitlement_id', ...rows(3_000, 'mix'), `mix-5,${entitlementId}`, `imp-1,${entitlementId}`, 'mix-bad,x'].join('\n');
+      const res2 = await api().post('/admin/v1/virtual-keys/import').set(AUTH).type('text/csv').send(mixed);
+      assert.equal(res2.status, 400);
+      assert.deepEqual(
+        res2.body.details.map((d: { line: number; message: string }) => [d.line, d.message.split(':')[0]]),
+        [
+          [3_002, 'key'],
+          [3_003, 'key'],
+          [3_004, 'entitlement_id'],
+        ],
+      );
+      assert.equal(res2.body.details[0].message, 'key: the same key is on line 7');
+      assert.equal(res2.body.details[1].message, 'key: that virtual key is already mapped');
+      assert.equal(await count('virtual_keys'), before);
+
+      const good = ['key,entitlement_id', ...rows(12_000, 'big')].join('\n');
+      const ok = await api().post('/admin/v1/virtual-keys/import').set(AUTH).type('text/csv').send(good);
+      assert.equal(ok.status, 201, JSON.stringify(ok.body).slice(0, 500));
+      assert.equal(ok.body.imported, 12_000);
+      assert.equal(ok.body.ids, undefined);
+      assert.equal(ok.body.idRanges.reduce((n: number, [a, b]: [number, number]) => n + b - a + 1, 0), 12_000);
+      assert.equal(await count('virtual_keys'), before + 12_000);
+      assert.equal((await request(svc.server).get('/?server=rm.example.com;key=big-11999')).status, 200);
+    });
+
+    it('streams progress and then the outcome as JSON lines when asked (Accept: application/x-ndjson)', async () => {
+      const lines = async (csv: string, requestId = 'nd-import') => {
+        const res = await api()
+          .post('/admin/v1/virtual-keys/import')
+          .set(AUTH)
+          .set('Accept', 'application/x-ndjson')
+          .set('X-Request-Id', requestId)
+          .type('text/csv')
+          .send(csv);
+        assert.equal(res.status, 200);
+        assert.match(res.headers['content-type'] ?? '', /^application\/x-ndjson/);
+        return res.text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      };
+      const rows = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => `${prefix}-${i},${entitlementId}`);
+      const ok = await lines(['key,entitlement_id,allowed_cidrs,cache_timeout', ...rows(10_500, 'nd').map((r) => `${r},,`), `nd-locked,${entitlementId},10.0.0.0/8,60`].join('\n'));
+      const last = ok.at(-1)!;
+      assert.equal(last.status, 201);
+      assert.equal(last.imported, 10_501);
+      assert.deepEqual(last.warnings, [{ line: 10_502, message: (last.warnings as { message: string }[])[0]!.message }]);
+      const progress = ok.slice(0, -1);
+      assert.deepEqual(progress.filter((l) => 'validated' in l), [{ validated: 10_000 }, { validated: 10_501 }]);
+      assert.deepEqual(progress.filter((l) => 'written' in l), [{ written: 10_000 }, { written: 10_501 }]);
+
+      const bad = await lines(`key,entitlement_id\nnd-0,${entitlementId}\nnd-new,x\n`, 'nd-refused');
+      assert.deepEqual(bad.slice(0, -1), [{ validated: 2 }, { written: 0 }]);
+      assert.deepEqual(
+        { ...bad.at(-1), requestId: undefined },
+        {
+          status: 400,
+          code: 'import_invalid',
+          message: 'line 2: key: that virtual key is already mapped (and 1 more)',
+          details: [
+            { line: 2, message: 'key: that virtual key is already mapped' },
+            { line: 3, message: (bad.at(-1)!.details as { message: string }[])[1]!.message },
+          ],
+          requestId: undefined,
+        },
+      );
+      assert.equal((await request(svc.server).get('/?server=rm.example.com;key=nd-new')).status, 404);
+      // The admin audit records the outcome, not the stream's 200.
+      let events: { requestId: string; status: number }[] = [];
+      for (let i = 0; i < 200 && !events.some((e) => e.requestId === 'nd-refused'); i++) {
+        events = (await api().get('/admin/v1/admin-events?limit=1000').set(AUTH)).body.items;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      assert.deepEqual(
+        events.filter((e) => e.requestId.startsWith('nd-')).map((e) => [e.requestId, e.status]).sort(),
+        [
+          ['nd-import', 201],
+          ['nd-refused', 400],
+        ],
+      );
+    });
   });
 }
 

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseImportCsv, IMPORT_COLUMNS, type ImportProblem, type ImportRow } from '../../../src/admin/csv-import.ts';
+import { parseImportCsv, readImportCsv, IMPORT_COLUMNS, type ImportItem, type ImportProblem, type ImportRow } from '../../../src/admin/csv-import.ts';
 
 function rows(csv: string): ImportRow[] {
   const r = parseImportCsv(csv);
@@ -178,5 +178,69 @@ describe('parseImportCsv: values', () => {
 
   it('when customer_ref is longer than 255 characters, then customer_ref is named', () => {
     assert.match(one('key,entitlement_id,customer_ref', `k,1,${'c'.repeat(256)}`), /^customer_ref: /);
+  });
+});
+
+describe('readImportCsv: the streaming reader the server uses', () => {
+  const read = async (csv: string | Buffer) => {
+    const items: ImportItem[] = [];
+    for await (const item of readImportCsv(Buffer.isBuffer(csv) ? csv : Buffer.from(csv))) items.push(item);
+    return items;
+  };
+
+  it('when given the same files as parseImportCsv, then it finds the same rows and problems, with the same lines', async () => {
+    const files = [
+      'customer_ref,key,entitlement_id,allowed_cidrs,retry,cache_timeout,not_before,expires_at\n"ACME, Inc.","k,1",3,10.0.0.0/8  192.0.2.1,false,60,2027-01-01,2028-01-01T00:00:00Z\n',
+      '\ufeffkey,entitlement_id,retry,cache_timeout\r\nk1,1,true,\r\nk2,2,false,60\r\n',
+      'key,entitlement_id,retry,cache_timeout\na,1,false,\nb,1,false,0\nc,1,false,1\n',
+      'key,entitlement_id\nok,1\n,1\nk3,x\nok2,2\nk5,0\n',
+      'key,entitlement_id\n\n\na,1\n\nb,x\n',
+      'key,entitlement_id,customer_ref\na,1,"two\nlines"\nb,x,\n',
+      'key,entitlement_id,retry\na,x,\nb,1,maybe\nc,1,\n d,1,\n',
+      'key,entitlement_id,colour\nk,1,red\n',
+      'key\nk\n',
+      '',
+      'key,entitlement_id\n',
+      '\n\n',
+      'key,entitlement_id\na,1,extra\n',
+      'key,entitlement_id\na,1\nb\n',
+      'key,entitlement_id\n"k,1\n',
+      `key,entitlement_id,customer_ref\nk,1,${'c'.repeat(256)}\n`,
+    ];
+    for (const csv of files) {
+      const whole = parseImportCsv(csv);
+      const items = await read(csv);
+      const problems = items.filter((i): i is ImportProblem => 'message' in i);
+      if ('problems' in whole) assert.deepEqual(problems, whole.problems, JSON.stringify(csv));
+      else assert.deepEqual(items, whole.rows, JSON.stringify(csv));
+    }
+  });
+
+  it('when a key appears again, then the reader leaves it to the writer (which sees the store)', async () => {
+    assert.deepEqual((await read('key,entitlement_id\na,1\na,1\n')).map((i) => i.line), [2, 3]);
+  });
+
+  it('when a large file has a bad row at its end, then every row is read in order and the bad one names its line', async () => {
+    const rows = 50_000;
+    const csv = ['key,entitlement_id', ...Array.from({ length: rows }, (_, i) => `key-${i},${(i % 7) + 1}`), 'last,x'].join('\n');
+    const items = await read(csv);
+    assert.equal(items.length, rows + 1);
+    assert.deepEqual(items.slice(0, 2).map((i) => i.line), [2, 3]);
+    assert.deepEqual(items.at(-1), { line: rows + 2, message: 'entitlement_id: Invalid input' });
+  });
+
+  it('while it reads a large file, then the event loop keeps turning (other requests share the thread)', async () => {
+    const csv = ['key,entitlement_id', ...Array.from({ length: 50_000 }, (_, i) => `key-${i},1`)].join('\n');
+    let turns = 0;
+    let reading = true;
+    const spin = () => {
+      turns++;
+      if (reading) setImmediate(spin);
+    };
+    setImmediate(spin);
+    await read(csv);
+    reading = false;
+    // Without a turn between slices, setImmediate could not run at all until the end.
+    assert.ok(turns > 10, `the event loop turned ${turns} times`);
   });
 });
