@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logger.ts';
-import { parseIp } from './ip.ts';
+import { clientOfAddress, parseIp } from './ip.ts';
 import type { BudgetState, GuessBudgetsRepo, GuessLimits } from '../store/guess-budgets.ts';
 
 /**
@@ -44,11 +44,7 @@ export function isClientSubject(subject: string): boolean {
  */
 export function guessSubject(remoteIp: string | undefined, callerIp: string | null): string | undefined {
   const ip = remoteIp !== undefined ? parseIp(remoteIp) : undefined;
-  if (ip) {
-    if (ip.kind() === 'ipv4') return ip.toString();
-    const parts = (ip as import('ipaddr.js').IPv6).parts.slice(0, 4);
-    return `${parts.map((p) => p.toString(16)).join(':')}::/64`;
-  }
+  if (ip) return clientOfAddress(ip);
   return callerIp === null ? undefined : `${CALLER_PREFIX}${callerIp}`;
 }
 

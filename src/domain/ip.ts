@@ -89,3 +89,12 @@ export function ipInRanges(ip: IpAddress, ranges: readonly IpRange[]): boolean {
   }
   return false;
 }
+
+/**
+ * One client, as budgets and caps count it: an IPv4 address as it is, an IPv6 address by its
+ * /64 (which one client usually holds whole): `2001:db8:0:1::/64`.
+ */
+export function clientOfAddress(ip: IpAddress): string {
+  if (ip.kind() === 'ipv4') return ip.toString();
+  return `${(ip as ipaddr.IPv6).parts.slice(0, 4).map((p) => p.toString(16)).join(':')}::/64`;
+}

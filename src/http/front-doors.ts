@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { IPv6 } from 'ipaddr.js';
 import { callerAddress } from './caller.ts';
-import type { IpRange } from '../domain/ip.ts';
+import { clientOfAddress, type IpRange } from '../domain/ip.ts';
 
 /**
  * Which front door a request came in by. Each has its own concurrency budget, so that what
@@ -34,9 +33,7 @@ export function doorOf(path: string, checkPaths: ReadonlySet<string>, isSesPath:
 /** Whose requests count together: an IPv4 address, or an IPv6 address's /64 (one client usually holds it whole). */
 function clientOf(req: IncomingMessage, trustedProxies: readonly IpRange[]): string {
   const ip = callerAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], trustedProxies);
-  if (!ip) return 'unknown';
-  if (ip.kind() === 'ipv4') return ip.toString();
-  return `${(ip as IPv6).parts.slice(0, 4).map((p) => p.toString(16)).join(':')}::/64`;
+  return ip ? clientOfAddress(ip) : 'unknown';
 }
 
 const hasBody = (req: IncomingMessage) => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
