@@ -320,9 +320,11 @@ for (const target of databaseTargets) {
         },
       );
       assert.equal((await request(svc.server).get('/?server=rm.example.com;key=nd-new')).status, 404);
-      // The admin audit records the outcome, not the stream's 200.
+      // The admin audit records the outcome, not the stream's 200. Each write's row is written
+      // first (102, begun) and its outcome follows through the audit queue: wait for both.
       let events: { requestId: string; status: number }[] = [];
-      for (let i = 0; i < 200 && !events.some((e) => e.requestId === 'nd-refused'); i++) {
+      const settled = () => ['nd-import', 'nd-refused'].every((id) => events.some((e) => e.requestId === id && e.status !== 102));
+      for (let i = 0; i < 400 && !settled(); i++) {
         events = (await api().get('/admin/v1/admin-events?limit=1000').set(AUTH)).body.items;
         await new Promise((r) => setTimeout(r, 25));
       }
