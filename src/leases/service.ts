@@ -386,7 +386,7 @@ export class LeaseService {
   private async findVirtualKey(key: string, clientAddress: string | null): Promise<VirtualKey | undefined> {
     const guard = this.guessing.guard;
     const subject = guard ? guessSubject(clientAddress ?? undefined, null) : undefined;
-    if (guard?.isBlocked(subject)) {
+    if (guard?.isRefused(subject)) {
       this.recordRefusal(key, clientAddress, null, BLOCKED_REASON);
       return undefined;
     }
