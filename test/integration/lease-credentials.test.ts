@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import request from 'supertest';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.ts';
-import { startTestService, recordingLogger, AUTH, ADMIN_TOKEN } from '../helpers/service.ts';
+import { serviceFixture, startTestService, recordingLogger, AUTH, ADMIN_TOKEN } from '../helpers/service.ts';
 import type { RunningService } from '../../src/service.ts';
 import * as leaseCredentials from '../../migrations/20261210000000_lease_credentials.ts';
 
@@ -11,23 +11,13 @@ const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
 
 for (const target of databaseTargets) {
   describe(`lease credentials and guessing on ${target.name}`, () => {
-    let db: TestDatabase;
-    let svc: RunningService;
-    const api = () => request(svc.server);
+    const fixture = serviceFixture({ ...BUDGET, ENTGATE_LEASE_TIDY_SECONDS: '3600' }, target);
+    const api = () => request(fixture.svc.server);
     const clientToken = async (name: string, scopes = ['leases:client']) => {
       const res = await api().post('/admin/v1/admin-tokens').set(AUTH).send({ name, scopes });
       assert.equal(res.status, 201, JSON.stringify(res.body));
       return res.body.token as string;
     };
-
-    before(async () => {
-      db = await target.create();
-      svc = await startTestService(db, { ...BUDGET, ENTGATE_LEASE_TIDY_SECONDS: '3600' });
-    });
-    after(async () => {
-      await svc?.close();
-      await db?.drop();
-    });
 
     it('counts unknown virtual keys at /v1/leases against the guessing budget, refuses a blocked caller before the lookup and records both', async () => {
       const ent = await api().post('/admin/v1/entitlements').set(AUTH).send({ server: 'rm.example.com', key: 'real-entitlement' }).expect(201);
@@ -46,8 +36,8 @@ for (const target of databaseTargets) {
       await api().get('/?server=rm.example.com;key=right-key-0001;remote_ip=127.0.0.1').expect(404);
       await api().get('/?server=rm.example.com;key=right-key-0001;remote_ip=198.51.100.1').expect(200);
 
-      await svc.events.flush();
-      const rows = (await svc.db.knex('check_events').where({ resolver: 'lease-endpoint' }).orderBy('id').select('reason', 'remote_ip', 'decision')) as {
+      await fixture.svc.events.flush();
+      const rows = (await fixture.svc.db.knex('check_events').where({ resolver: 'lease-endpoint' }).orderBy('id').select('reason', 'remote_ip', 'decision')) as {
         reason: string;
         remote_ip: string;
         decision: string;
@@ -64,7 +54,7 @@ for (const target of databaseTargets) {
       await api().post('/admin/v1/pools').set(AUTH).send({ name: 'closed', seats: 3 }).expect(201);
       const res = await api().post('/v1/leases').send({ pool: 'closed', clientId: 'intruder', ttlSeconds: 3600 });
       assert.deepEqual([res.status, res.body.code], [401, 'client_credential_required']);
-      assert.equal(Number((await svc.db.knex('leases').count({ n: '*' }))[0]!.n), 0);
+      assert.equal(Number((await fixture.svc.db.knex('leases').count({ n: '*' }))[0]!.n), 0);
 
       const open = await api().post('/admin/v1/pools').set(AUTH).send({ name: 'open', seats: 1, anonymous: true }).expect(201);
       assert.equal(open.body.anonymous, true);
