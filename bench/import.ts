@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Databases } from './lib/database.ts';
 import { rssMiB, startServer, stopAll, type ServerProcess } from './lib/processes.ts';
+import { httpText } from './lib/http.ts';
 
 const TOKEN = randomBytes(16).toString('hex');
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -93,16 +94,9 @@ async function admin(server: ServerProcess, method: string, path: string, body: 
 
 /** The import as a plain request, with no client-side timeout (fetch gives up after 300 s without headers). */
 function post(url: string, body: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'text/csv', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+  const u = new URL(url);
+  const headers = { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'text/csv', 'Content-Length': Buffer.byteLength(body) };
+  return httpText({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers }, body);
 }
 
 async function scenario(engine: string, rows: number, dbs: Databases): Promise<string> {

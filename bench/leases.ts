@@ -6,12 +6,13 @@
  * the same server, the database's own limit: a plain `INSERT … RETURNING` from 50 clients.
  */
 import { randomBytes } from 'node:crypto';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import pg from 'pg';
 import { Databases, withClient } from './lib/database.ts';
 import { LatencyHistogram } from './lib/load.ts';
 import { startServer, type ServerProcess } from './lib/processes.ts';
 import { runStandalone } from './lib/standalone.ts';
+import { httpText } from './lib/http.ts';
 
 const CLIENTS = 50;
 const SEATS = 10;
@@ -39,26 +40,8 @@ export interface LeaseBenchResult {
 }
 
 function call(agent: Agent, base: URL, method: string, path: string, body?: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        agent,
-        host: base.hostname,
-        port: base.port,
-        method,
-        path,
-        headers: body === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+  const headers = body === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
+  return httpText({ agent, host: base.hostname, port: base.port, method, path, headers }, body);
 }
 
 async function cycles(servers: ServerProcess[], seconds: number, warmupSeconds: number): Promise<Omit<CycleRun, 'maxLive' | 'overGrants' | 'processes'>> {
