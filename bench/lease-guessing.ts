@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { loadConfig } from '../src/config/load.ts';
+import { loadConfig } from '../config/load.ts';
 import { startService } from '../src/service.ts';
 
 const seconds = Number(process.argv[2] ?? 10);

@@ -1,11 +1,11 @@
 /**
  * Every setting entgate reads, in one place: its environment variable, its default, its
- * validation and its documentation. `src/config/load.ts` validates the environment against
+ * validation and its documentation. `config/load.ts` validates the environment against
  * this table once at start; `npm run docs:settings` writes `.env.example` and the README's
  * settings table from it (a unit test fails when they drift).
  */
 import { z } from 'zod';
-import { normalizeCidr } from '../src/domain/ip.ts';
+import { normalizeCidr } from '../src/lib/ip.ts';
 
 export interface Setting {
   /** Environment variable. */

@@ -1,9 +1,9 @@
 /** entgate's public API for embedding and for integrators. */
 export { startService, type RunningService } from './service.ts';
-export { loadConfig } from './config/load.ts';
+export { loadConfig } from '../config/load.ts';
 export { settings, type Config } from '../config/settings.ts';
-export { createLogger, type Logger } from './logger.ts';
-export { AppError } from './errors.ts';
+export { createLogger, type Logger } from './lib/logger.ts';
+export { AppError } from './lib/errors.ts';
 export { decide, type CheckDecision, type DenyReason, type GrantedEntitlement } from './domain/check.ts';
 export { renderEntitlementDocument } from './domain/entitlement-document.ts';
 export { parseCheckQuery } from './http/rus-query.ts';

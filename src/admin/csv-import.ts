@@ -3,7 +3,8 @@ import { setImmediate } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { parse as parseStream } from 'csv-parse';
 import { parse as parseSync } from 'csv-parse/sync';
-import { virtualKeyCreate, describeIssues, type VirtualKeyCreate } from './schemas.ts';
+import { virtualKeyCreate, type VirtualKeyCreate } from './schemas.ts';
+import { describeIssues } from '../lib/zod-issues.ts';
 
 /**
  * The virtual-key import format: CSV with a header line naming its columns, in any order.

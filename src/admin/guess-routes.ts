@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { NotFoundError } from '../errors.ts';
-import { validate } from '../http/validate.ts';
+import { NotFoundError } from '../lib/errors.ts';
+import { validate } from '../lib/http/validate.ts';
 import type { GuessBudgetsRepo } from '../store/guess-budgets.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
-import { scopedRouter } from './scoped-router.ts';
+import { scopedRouter } from '../auth/scoped-router.ts';
 
 /** A subject as guessSubject() writes it: an address, an IPv6 /64, or `caller <address>`. */
 const subject = z.string().min(1).max(80).regex(/^(caller )?[0-9A-Fa-f.:]+(\/64)?$/, 'an address, an IPv6 /64 or "caller <address>"');

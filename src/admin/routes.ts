@@ -1,12 +1,12 @@
 import type { Request, Router } from 'express';
-import { AppError } from '../errors.ts';
-import { scopedRouter } from './scoped-router.ts';
-import { pageOf, validate } from '../http/validate.ts';
+import { AppError } from '../lib/errors.ts';
+import { scopedRouter } from '../auth/scoped-router.ts';
+import { pageOf, validate } from '../lib/http/validate.ts';
 import type { AdminService } from './service.ts';
 import type { VirtualKey } from '../domain/types.ts';
 import type { AuditRepo } from '../store/audit.ts';
 import { readImportCsv } from './csv-import.ts';
-import { errorAnswer } from '../http/error-answer.ts';
+import { errorAnswer } from '../lib/http/error-answer.ts';
 import {
   entitlementCreate,
   entitlementPatch,

@@ -1,10 +1,10 @@
 import { z } from 'zod';
 import { conaryValueProblem } from '../domain/conary-values.ts';
 import { serverPatternProblem } from '../domain/server-pattern.ts';
-import { normalizeCidr } from '../domain/ip.ts';
+import { normalizeCidr } from '../lib/ip.ts';
 import { virtualKeyProblem } from '../domain/virtual-key.ts';
 import { VIRTUAL_KEY_STATUSES } from '../domain/types.ts';
-import { SCOPES } from './scopes.ts';
+import { SCOPES } from '../auth/scopes.ts';
 
 /**
  * The admin API's inputs. Everything that would let a stored value break the rUS answer is
@@ -166,8 +166,3 @@ export const productMap = z.strictObject({ entitlementId: id });
 export type EntitlementCreate = z.output<typeof entitlementCreate>;
 export type VirtualKeyCreate = z.output<typeof virtualKeyCreate>;
 export type VirtualKeyPatchInput = z.output<typeof virtualKeyPatch>;
-
-/** Formats zod issues as `field: message` lines. */
-export function describeIssues(error: z.ZodError): string[] {
-  return error.issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message));
-}

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { AppError, ConflictError, NotFoundError } from '../errors.ts';
+import { AppError, ConflictError, NotFoundError } from '../lib/errors.ts';
 import { generateVirtualKey, keyHint, type KeyHasher } from '../domain/virtual-key.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import type { EntitlementsRepo } from '../store/entitlements-repo.ts';

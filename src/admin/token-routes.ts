@@ -1,11 +1,11 @@
 import type { Knex } from 'knex';
-import { AppError } from '../errors.ts';
-import { pageOf, validate } from '../http/validate.ts';
-import { listAdminEvents } from './admin-events.ts';
+import { AppError } from '../lib/errors.ts';
+import { pageOf, validate } from '../lib/http/validate.ts';
+import { listAdminEvents } from '../auth/admin-events.ts';
 import { adminEventsQuery, adminTokenCreate, adminTokenListQuery, adminTokenRef, bootstrapTokenPut } from './schemas.ts';
-import { SCOPES, type Principal } from './scopes.ts';
-import { scopedRouter } from './scoped-router.ts';
-import type { AdminTokens } from './tokens.ts';
+import { SCOPES, type Principal } from '../auth/scopes.ts';
+import { scopedRouter } from '../auth/scoped-router.ts';
+import type { AdminTokens } from '../auth/tokens.ts';
 
 /**
  * Admin tokens, the bootstrap token's switch and the admin audit trail (scope `admin`), and

@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { SCOPES } from '../admin/scopes.ts';
+import { SCOPES } from '../auth/scopes.ts';
 import { onDatabase } from './database.ts';
 import type { AdminClient } from './api-client.ts';
 import { CliError, printJson, printTable } from './output.ts';
@@ -90,7 +90,7 @@ export function addAdminTokenCommands(program: Command, client: () => AdminClien
     .command('enable-bootstrap')
     .description('turn the bootstrap token on again on the database directly, when every admin token is lost (the embedded database only while the server is stopped)')
     .action(async () => {
-      const { enableBootstrapToken } = await import('../admin/tokens.ts');
+      const { enableBootstrapToken } = await import('../auth/tokens.ts');
       const changed = await onDatabase((db) => enableBootstrapToken(db.knex));
       process.stdout.write(changed ? 'bootstrap token enabled\n' : 'bootstrap token was already enabled\n');
     });

@@ -1,4 +1,4 @@
-import { loadConfig } from '../config/load.ts';
+import { loadConfig } from '../../config/load.ts';
 import type { Database } from '../store/db.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { createReadStream, statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { settings } from '../../config/settings.ts';
-import { loadConfig } from '../config/load.ts';
+import { loadConfig } from '../../config/load.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import { AdminClient } from './api-client.ts';
 import { addLeaseCommands } from './lease-commands.ts';
@@ -45,7 +45,7 @@ program
   .action(async () => {
     const config = loadConfig();
     // The server's modules are loaded by the commands that run it: the admin commands start fast.
-    const [{ createLogger }, { startService }] = await Promise.all([import('../logger.ts'), import('../service.ts')]);
+    const [{ createLogger }, { startService }] = await Promise.all([import('../lib/logger.ts'), import('../service.ts')]);
     const logger = createLogger(config.logLevel);
     const service = await startService(config, logger);
     let stopping = false;

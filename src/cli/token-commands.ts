@@ -1,8 +1,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { Command } from 'commander';
-import { parseIp } from '../domain/ip.ts';
-import { ConfigError } from '../errors.ts';
+import { parseIp } from '../lib/ip.ts';
+import { ConfigError } from '../lib/errors.ts';
 import { SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from '../ses/defaults.ts';
 import { CliError } from './output.ts';
 

@@ -1,6 +1,6 @@
 import axios, { type AxiosInstance } from 'axios';
 import * as openpgp from 'openpgp';
-import { signRequest } from '../leases/signed-request.ts';
+import { signRequest } from '../lib/signed-request.ts';
 
 /** A held lease, as the server describes it. */
 export interface Lease {

@@ -2,15 +2,14 @@ import { LRUCache } from 'lru-cache';
 import { conaryTimeout, documentClass, renderEntitlementDocument, type EntitlementDocument } from './entitlement-document.ts';
 import { keyHint, type KeyHasher } from './virtual-key.ts';
 import type { CheckRequest } from './types.ts';
-import type { CheckEvent } from '../store/check-events.ts';
-import type { ChainOutcome, ResolverChain } from '../resolvers/chain.ts';
+import type { ChainOutcome, CheckEvent, EntitlementLookup } from './ports.ts';
 import { BLOCKED_REASON, GUESS_REASONS, guessSubject, type GuessGuard } from './guess-guard.ts';
 
 export type CheckAnswer = { status: 200; document: Buffer; outcome: ChainOutcome } | { status: 404; outcome: ChainOutcome };
 
 export interface CheckServiceDeps {
   hashKey: KeyHasher;
-  chain: ResolverChain;
+  chain: EntitlementLookup;
   recordEvent: (event: CheckEvent) => void;
   /** Failed-lookup budgets: a subject past its budget is denied without asking the chain. */
   guard?: GuessGuard;

@@ -1,5 +1,5 @@
 import { compileServerPattern, type ServerMatcher } from './server-pattern.ts';
-import { compileCidrs, ipInRanges, parseIp, type IpRange } from './ip.ts';
+import { compileCidrs, ipInRanges, parseIp, type IpRange } from '../lib/ip.ts';
 import { isConarySafe } from './conary-values.ts';
 import type { CheckRequest, KeyMapping } from './types.ts';
 

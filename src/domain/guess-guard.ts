@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
-import type { Logger } from '../logger.ts';
-import { clientOfAddress, parseIp } from './ip.ts';
-import type { BudgetState, GuessBudgetsRepo, GuessLimits } from '../store/guess-budgets.ts';
+import type { Logger } from '../lib/logger.ts';
+import { clientOfAddress, parseIp } from '../lib/ip.ts';
+import type { BudgetState, GuessBudgetStore, GuessLimits } from './ports.ts';
 
 /**
  * Denials that say "no such key": what a guesser gets. A known key refused for another reason
@@ -80,7 +80,7 @@ export class GuessGuard {
   readonly stats = { blocksStarted: 0, answersDelayed: 0, answersNotDelayed: 0 };
 
   constructor(
-    private readonly repo: GuessBudgetsRepo,
+    private readonly repo: GuessBudgetStore,
     private readonly options: GuessGuardOptions,
     private readonly logger: Logger,
   ) {

@@ -1,25 +1,25 @@
 import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
-import { AppError } from '../errors.ts';
-import { declaredBodyLimit, MiB } from './body-limit.ts';
-import type { Logger } from '../logger.ts';
+import { AppError } from '../lib/errors.ts';
+import { declaredBodyLimit, MiB } from '../lib/http/body-limit.ts';
+import type { Logger } from '../lib/logger.ts';
 import { adminRoutes } from '../admin/routes.ts';
-import type { AdminTokens } from '../admin/tokens.ts';
+import type { AdminTokens } from '../auth/tokens.ts';
 import { adminTokenRoutes } from '../admin/token-routes.ts';
 import { guessRoutes } from '../admin/guess-routes.ts';
 import type { GuessBudgetsRepo } from '../store/guess-budgets.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
-import { claimAdminEvent, recordAdminWrites, type AdminEvent } from '../admin/admin-events.ts';
+import { claimAdminEvent, recordAdminWrites, type AdminEvent } from '../auth/admin-events.ts';
 import type { Knex } from 'knex';
 import type { AdminService } from '../admin/service.ts';
 import type { LeaseService } from '../leases/service.ts';
 import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
 import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
-import type { IpRange } from '../domain/ip.ts';
-import type { Metrics } from '../metrics.ts';
+import type { IpRange } from '../lib/ip.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import type { AuditRepo } from '../store/audit.ts';
 import { openApiRoute } from './openapi.ts';
-import { errorAnswer } from './error-answer.ts';
+import { errorAnswer } from '../lib/http/error-answer.ts';
 
 export interface AppDeps {
   admin: AdminService;

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { callerAddress } from './caller.ts';
-import { clientOfAddress, type IpRange } from '../domain/ip.ts';
+import { callerAddress } from '../lib/http/caller.ts';
+import { clientOfAddress, type IpRange } from '../lib/ip.ts';
 
 /**
  * Which front door a request came in by. Each has its own concurrency budget, so that what

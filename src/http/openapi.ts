@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { RequestHandler } from 'express';
 import { parse } from 'yaml';
-import type { Logger } from '../logger.ts';
+import type { Logger } from '../lib/logger.ts';
 
 /** The human-edited API description, shipped with the code: `docs/openapi.yaml`. */
 export const OPENAPI_FILE = new URL('../../docs/openapi.yaml', import.meta.url);

@@ -1,6 +1,6 @@
 import type express from 'express';
-import { ROUTE_SCOPES } from '../admin/scoped-router.ts';
-import type { Scope } from '../admin/scopes.ts';
+import { ROUTE_SCOPES } from '../auth/scoped-router.ts';
+import type { Scope } from '../auth/scopes.ts';
 
 /** One route of the express app as registered: method, full path, and the scopes its check names. */
 export interface RouteEntry {

@@ -2,8 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CheckService } from '../domain/check-service.ts';
 import type { CheckEvent } from '../store/check-events.ts';
 import { parseCheckQuery } from './rus-query.ts';
-import { callerAddress } from './caller.ts';
-import { ipInRanges, type IpRange } from '../domain/ip.ts';
+import { callerAddress } from '../lib/http/caller.ts';
+import { ipInRanges, type IpRange } from '../lib/ip.ts';
 
 export interface RusCheckHandlerDeps {
   checkService: CheckService;

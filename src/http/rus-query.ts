@@ -1,4 +1,4 @@
-import { parseIp } from '../domain/ip.ts';
+import { parseIp } from '../lib/ip.ts';
 import type { CheckRequest } from '../domain/types.ts';
 
 export type ParsedCheckQuery = { ok: true; request: CheckRequest } | { ok: false; reason: string };

@@ -1,11 +1,11 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
-import { AppError } from '../errors.ts';
-import { declaredBodyLimit, KiB } from '../http/body-limit.ts';
-import { requireScope, scopedRouter } from '../admin/scoped-router.ts';
-import { validate } from '../http/validate.ts';
-import { callerAddress } from '../http/caller.ts';
-import type { IpRange } from '../domain/ip.ts';
-import type { Principal } from '../admin/scopes.ts';
+import { AppError } from '../lib/errors.ts';
+import { declaredBodyLimit, KiB } from '../lib/http/body-limit.ts';
+import { requireScope, scopedRouter } from '../auth/scoped-router.ts';
+import { validate } from '../lib/http/validate.ts';
+import { callerAddress } from '../lib/http/caller.ts';
+import type { IpRange } from '../lib/ip.ts';
+import type { Principal } from '../auth/scopes.ts';
 import {
   acquireBody,
   anyPoolName,

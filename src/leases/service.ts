@@ -1,17 +1,17 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
-import type { Logger } from '../logger.ts';
+import { AppError, ConflictError, NotFoundError, ValidationError } from '../lib/errors.ts';
+import type { Logger } from '../lib/logger.ts';
 import { keyHint, type KeyHasher } from '../domain/virtual-key.ts';
 import { BLOCKED_REASON, guessSubject, type GuessGuard } from '../domain/guess-guard.ts';
 import type { CheckEvent } from '../store/check-events.ts';
-import { allows, type Principal } from '../admin/scopes.ts';
+import { allows, type Principal } from '../auth/scopes.ts';
 import type { VirtualKey } from '../domain/types.ts';
 import type { VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
-import { compileCidrs, ipInRanges, parseIp } from '../domain/ip.ts';
+import { compileCidrs, ipInRanges, parseIp } from '../lib/ip.ts';
 import type { ClientKey, Lease, LeaseEvent, LeasesRepo, Pool, PoolInput } from './repo.ts';
 import { defaultHeartbeatInterval, endedAs, heartbeatFor, resolveTtl, retryAfterSeconds } from './rules.ts';
-import { parseSignedRequest, readPublicKey, verifySignedRequest, type SignedRequest } from './signed-request.ts';
+import { parseSignedRequest, readPublicKey, verifySignedRequest, type SignedRequest } from '../lib/signed-request.ts';
 import type { AcquireBody, PoolCreate, PoolPatch } from './schemas.ts';
 
 export interface LeaseServiceOptions {

@@ -1,6 +1,7 @@
 import { conaryValueProblem, isConarySafe } from '../domain/conary-values.ts';
-import type { Logger } from '../logger.ts';
+import type { Logger } from '../lib/logger.ts';
 import { GroupedCache } from './grouped-cache.ts';
+import type { ChainOutcome } from '../domain/ports.ts';
 import { ResolverFailure, type Resolution, type ResolveRequest, type Resolver } from './resolver.ts';
 
 /** A resolver entgate itself provides may also answer synchronously from its own cache. */
@@ -24,21 +25,7 @@ export interface ResolverChainOptions {
   staleGraceMs: number;
 }
 
-export type ChainOutcome =
-  | {
-      granted: true;
-      class: string | null;
-      key: string;
-      timeout: { val: number; retry: boolean } | null;
-      /** When the grant stops being valid (epoch ms); null: never. */
-      expiresAt: number | null;
-      dependsOnAddress: boolean;
-      resolver: string;
-      virtualKeyId: number | null;
-      /** Set when the grant is the last known one, served because a resolver failed. */
-      reason: 'stale_if_error' | null;
-    }
-  | { granted: false; reason: string; resolver: string | null; virtualKeyId: number | null };
+export type { ChainOutcome };
 
 interface StaleGrant {
   resolution: Extract<Resolution, { outcome: 'entitled' }>;

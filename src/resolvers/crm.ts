@@ -1,6 +1,6 @@
 import { XMLParser } from 'fast-xml-parser';
 import { z } from 'zod';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../lib/errors.ts';
 import { compileServerPattern, type ServerMatcher } from '../domain/server-pattern.ts';
 import type { ProductEntitlement, ProductsRepo } from '../store/products-repo.ts';
 import type { ChainResolver } from './chain.ts';

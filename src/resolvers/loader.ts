@@ -3,9 +3,9 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ZodType } from 'zod';
 import type { Config } from '../../config/settings.ts';
-import { ConfigError } from '../errors.ts';
-import type { Logger } from '../logger.ts';
-import { describeIssues } from '../admin/schemas.ts';
+import { ConfigError } from '../lib/errors.ts';
+import type { Logger } from '../lib/logger.ts';
+import { describeIssues } from '../lib/zod-issues.ts';
 import type { ChainResolver } from './chain.ts';
 
 /** A resolver entgate ships: its options schema and how to build it. */

@@ -14,7 +14,7 @@
  * stops start-up with a message naming it.
  */
 import type { ZodType } from 'zod';
-import type { Logger } from '../logger.ts';
+import type { Logger } from '../lib/logger.ts';
 import type { Config } from '../../config/settings.ts';
 
 /** One rUS check, parsed and validated: what Conary asked. */

@@ -1,7 +1,7 @@
 import { createHash, createPrivateKey, createPublicKey, X509Certificate, type JsonWebKeyInput, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { JWK } from 'jose';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../lib/errors.ts';
 
 /** One configured key, with what a token header may name it by. */
 export interface RingKey {

@@ -1,9 +1,9 @@
 import type { Router } from 'express';
 import { z } from 'zod';
-import { AppError } from '../errors.ts';
-import { scopedRouter } from '../admin/scoped-router.ts';
-import { parseIp } from '../domain/ip.ts';
-import { validate } from '../http/validate.ts';
+import { AppError } from '../lib/errors.ts';
+import { scopedRouter } from '../auth/scoped-router.ts';
+import { parseIp } from '../lib/ip.ts';
+import { validate } from '../lib/http/validate.ts';
 import type { RingKey } from './keys.ts';
 import { mintToken } from './minter.ts';
 

@@ -1,11 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { Logger } from '../logger.ts';
-import { callerAddress } from '../http/caller.ts';
-import type { IpAddress, IpRange } from '../domain/ip.ts';
+import type { Logger } from '../lib/logger.ts';
+import { callerAddress } from '../lib/http/caller.ts';
+import type { IpAddress, IpRange } from '../lib/ip.ts';
 import { parseDurationSeconds } from './duration.ts';
 import { API_VERSIONS, MAX_DURATION_SECONDS, sesError, type SesResult, type SesService } from './service.ts';
-import { DATABASE_RETRY_AFTER_SECONDS, databaseFault } from '../store/db-faults.ts';
+import { DATABASE_RETRY_AFTER_SECONDS, databaseFault } from '../lib/db-faults.ts';
 
 const MAX_BODY_BYTES = 64 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
-import type { Logger } from '../logger.ts';
-import type { IpAddress } from '../domain/ip.ts';
+import type { Logger } from '../lib/logger.ts';
+import type { IpAddress } from '../lib/ip.ts';
 import type { LeasesRepo } from '../leases/repo.ts';
 import { endedAs } from '../leases/rules.ts';
 import { decideGrant, type TokenVerifier } from './verifier.ts';

@@ -1,19 +1,8 @@
 import type { Knex } from 'knex';
-import type { Logger } from '../logger.ts';
+import type { Logger } from '../lib/logger.ts';
+import type { CheckEvent } from '../domain/ports.ts';
 
-export interface CheckEvent {
-  occurredAt: Date;
-  server: string | null;
-  class: string | null;
-  keyHint: string | null;
-  virtualKeyId: number | null;
-  remoteIp: string | null;
-  callerIp: string | null;
-  decision: 'granted' | 'denied' | 'invalid';
-  reason: string | null;
-  resolver: string | null;
-  latencyUs: number;
-}
+export type { CheckEvent };
 
 export interface EventWriterOptions<E> {
   maxQueue: number;

@@ -4,8 +4,8 @@ import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import type { Logger } from '../logger.ts';
-import { databaseFault } from './db-faults.ts';
+import type { Logger } from '../lib/logger.ts';
+import { databaseFault } from '../lib/db-faults.ts';
 import { migrationSource, latestMigration } from '../../migrations/index.ts';
 
 // int8 (counts, bigint ids) as numbers on both drivers; PGlite already does so.

@@ -1,20 +1,7 @@
 import type { Knex } from 'knex';
+import type { BudgetState, GuessBudgetStore, GuessLimits } from '../domain/ports.ts';
 
-/** A subject's state as the database has it, times as milliseconds from the database's now. */
-export interface BudgetState {
-  subject: string;
-  failures: number;
-  /** Milliseconds until the current window ends (<= 0: it has ended). */
-  windowLeftMs: number;
-  /** Milliseconds of cool-down left; null or <= 0 when not blocked. */
-  blockedLeftMs: number | null;
-}
-
-export interface GuessLimits {
-  budget: number;
-  windowSeconds: number;
-  cooldownSeconds: number;
-}
+export type { BudgetState, GuessLimits };
 
 export interface GuessBlock {
   subject: string;
@@ -44,7 +31,7 @@ const STATE = `subject, failures,
  * The shared failed-lookup budgets (table guess_budgets). Every statement uses the database's
  * clock, so instances with skewed clocks agree; callers get durations, not instants.
  */
-export class GuessBudgetsRepo {
+export class GuessBudgetsRepo implements GuessBudgetStore {
   constructor(
     private readonly knex: Knex,
     private readonly limits: GuessLimits,

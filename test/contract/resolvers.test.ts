@@ -13,7 +13,7 @@ import { PostgresResolver } from '../../src/resolvers/postgres.ts';
 import { CrmResolver, ProductCatalog, crmOptionsSchema } from '../../src/resolvers/crm.ts';
 import { loadResolvers } from '../../src/resolvers/loader.ts';
 import { createKeyHasher, keyHint } from '../../src/domain/virtual-key.ts';
-import { loadConfig } from '../../src/config/load.ts';
+import { loadConfig } from '../../config/load.ts';
 import { REPO_ROOT } from '../helpers/process.ts';
 
 // The contract suite hashes keys with this secret (see src/testing/resolver-contract.ts).

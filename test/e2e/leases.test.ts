@@ -5,7 +5,7 @@ import { databaseTargets, type TestDatabase } from '../helpers/databases.ts';
 import { ADMIN_TOKEN } from '../helpers/service.ts';
 import * as openpgp from 'openpgp';
 import { ENTGATE_BIN, REPO_ROOT, runCli, startServerProcess, type ServerProcess } from '../helpers/process.ts';
-import { signRequest } from '../../src/leases/signed-request.ts';
+import { signRequest } from '../../src/lib/signed-request.ts';
 
 const pgTarget = databaseTargets.find((t) => t.name === 'postgres');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

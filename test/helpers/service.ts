@@ -1,6 +1,6 @@
 import { pino } from 'pino';
-import { loadConfig } from '../../src/config/load.ts';
-import { createLogger, type Logger } from '../../src/logger.ts';
+import { loadConfig } from '../../config/load.ts';
+import { createLogger, type Logger } from '../../src/lib/logger.ts';
 import { startService, type RunningService } from '../../src/service.ts';
 import { before, after } from 'node:test';
 import { databaseTargets, type DatabaseTarget, type TestDatabase } from './databases.ts';

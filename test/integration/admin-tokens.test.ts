@@ -5,8 +5,8 @@ import request from 'supertest';
 import { databaseTargets } from '../helpers/databases.ts';
 import { serviceFixture, startTestService, AUTH } from '../helpers/service.ts';
 import { routeTable } from '../../src/http/route-table.ts';
-import { SCOPES, allows, type Scope } from '../../src/admin/scopes.ts';
-import { enableBootstrapToken } from '../../src/admin/tokens.ts';
+import { SCOPES, allows, type Scope } from '../../src/auth/scopes.ts';
+import { enableBootstrapToken } from '../../src/auth/tokens.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });

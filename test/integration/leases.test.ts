@@ -5,7 +5,7 @@ import * as openpgp from 'openpgp';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.ts';
 import { startTestService, AUTH } from '../helpers/service.ts';
 import type { RunningService } from '../../src/service.ts';
-import { signRequest } from '../../src/leases/signed-request.ts';
+import { signRequest } from '../../src/lib/signed-request.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

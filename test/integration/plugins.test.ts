@@ -6,7 +6,7 @@ import request from 'supertest';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
 import { startTestService } from '../helpers/service.ts';
 import { runCli } from '../helpers/process.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { ConfigError } from '../../src/lib/errors.ts';
 
 const GOOD = `
 export const optionsSchema = { safeParse: (v) => (typeof v.realKey === 'string' ? { success: true, data: v } : { success: false, error: { issues: [{ path: ['realKey'], message: 'is required' }] } }) };

@@ -8,7 +8,7 @@ import { databaseTargets, type TestDatabase } from '../helpers/databases.ts';
 import { startTestService, AUTH } from '../helpers/service.ts';
 import { closeConaryJudge, conaryCheckQuery, conaryQuote, judgeEntitlement } from '../helpers/conary-judge.ts';
 import { parseCheckQuery } from '../../src/http/rus-query.ts';
-import { parseIp } from '../../src/domain/ip.ts';
+import { parseIp } from '../../src/lib/ip.ts';
 import type { RunningService } from '../../src/service.ts';
 
 /*

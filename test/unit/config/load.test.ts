@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadConfig } from '../../../src/config/load.ts';
-import { ConfigError } from '../../../src/errors.ts';
+import { loadConfig } from '../../../config/load.ts';
+import { ConfigError } from '../../../src/lib/errors.ts';
 
 function configError(env: Record<string, string>): string {
   let message: string | undefined;

@@ -1,7 +1,7 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { renderEnvExample, replaceSettingsTable } from '../../../src/config/settings-docs.ts';
+import { renderEnvExample, replaceSettingsTable } from '../../../config/settings-docs.ts';
 
 const root = new URL('../../../', import.meta.url);
 

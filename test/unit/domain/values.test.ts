@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { CONARY_MAX_LENGTH, conaryValueProblem, isConarySafe } from '../../../src/domain/conary-values.ts';
 import { serverPatternProblem, compileServerPattern } from '../../../src/domain/server-pattern.ts';
-import { compileCidrs, ipInRanges, normalizeCidr, parseIp } from '../../../src/domain/ip.ts';
+import { compileCidrs, ipInRanges, normalizeCidr, parseIp } from '../../../src/lib/ip.ts';
 import { createKeyHasher, generateVirtualKey, keyHint, virtualKeyProblem } from '../../../src/domain/virtual-key.ts';
 import { conaryQuote } from '../../helpers/conary-judge.ts';
 

@@ -5,8 +5,8 @@ import express from 'express';
 import { pino } from 'pino';
 import request from 'supertest';
 import { errorHandler } from '../../../src/http/app.ts';
-import { AppError } from '../../../src/errors.ts';
-import { databaseFault, DatabaseUnavailableError } from '../../../src/store/db-faults.ts';
+import { AppError } from '../../../src/lib/errors.ts';
+import { databaseFault, DatabaseUnavailableError } from '../../../src/lib/db-faults.ts';
 import { openDatabase, type Database } from '../../../src/store/db.ts';
 import { recordingLogger } from '../../helpers/service.ts';
 

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLogger } from '../../../src/logger.ts';
+import { createLogger } from '../../../src/lib/logger.ts';
 import { ResolverChain, type ChainResolver, type ResolverChainOptions } from '../../../src/resolvers/chain.ts';
 import { ResolverFailure, type Resolution, type ResolveRequest } from '../../../src/resolvers/resolver.ts';
 

@@ -1,8 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseDurationSeconds } from '../../../src/ses/duration.ts';
-import { callerAddress } from '../../../src/http/caller.ts';
-import { compileCidrs } from '../../../src/domain/ip.ts';
+import { callerAddress } from '../../../src/lib/http/caller.ts';
+import { compileCidrs } from '../../../src/lib/ip.ts';
 import { checkClaims, decideGrant } from '../../../src/ses/verifier.ts';
 import { nameBasedUuid, poolOfApplication, vmidOf, VMID_NAMESPACE } from '../../../src/ses/service.ts';
 import { readV1Approval } from '../../helpers/ses.ts';

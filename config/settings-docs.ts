@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { settings, type Setting } from '../../config/settings.ts';
+import { settings, type Setting } from './settings.ts';
 
 /**
  * `.env.example` and the README's settings table, written from config/settings.ts so the
@@ -47,7 +47,7 @@ function wrap(text: string, width: number): string[] {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const root = new URL('../../', import.meta.url);
+  const root = new URL('../', import.meta.url);
   writeFileSync(new URL('.env.example', root), renderEnvExample());
   const readmeUrl = new URL('README.md', root);
   writeFileSync(readmeUrl, replaceSettingsTable(readFileSync(readmeUrl, 'utf8')));

@@ -1,4 +1,4 @@
-import { ipInRanges, parseIp, type IpAddress, type IpRange } from '../domain/ip.ts';
+import { ipInRanges, parseIp, type IpAddress, type IpRange } from '../ip.ts';
 
 /**
  * The address of the client a request comes from. The socket's peer, unless that peer is a

@@ -1,9 +1,9 @@
 import type { Knex } from 'knex';
 import type { RequestHandler } from 'express';
 import { rowsJson, type EventTable } from '../store/check-events.ts';
-import { AppError } from '../errors.ts';
-import { callerAddress } from '../http/caller.ts';
-import type { IpRange } from '../domain/ip.ts';
+import { AppError } from '../lib/errors.ts';
+import { callerAddress } from '../lib/http/caller.ts';
+import type { IpRange } from '../lib/ip.ts';
 import type { MatchedRoute } from './scoped-router.ts';
 import type { Principal } from './scopes.ts';
 

@@ -1,5 +1,5 @@
 import { Router, type RequestHandler } from 'express';
-import { AppError } from '../errors.ts';
+import { AppError } from '../lib/errors.ts';
 import { allows, type Principal, type Scope } from './scopes.ts';
 import { claimWrite } from './admin-events.ts';
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import * as openpgp from 'openpgp';
-import { AppError } from '../errors.ts';
+import { AppError } from './errors.ts';
 
 /**
  * Signed lease requests (the seed's non-repudiation): the body is an OpenPGP clear-signed

@@ -1,4 +1,4 @@
-import { AppError } from '../errors.ts';
+import { AppError } from './errors.ts';
 
 /** What a client told "the database is unavailable" is asked to wait before trying again. */
 export const DATABASE_RETRY_AFTER_SECONDS = 5;

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { ValidationError } from '../errors.ts';
-import { describeIssues } from '../admin/schemas.ts';
+import { describeIssues } from '../zod-issues.ts';
 
 /** Parses a request part with a schema; a 400 `invalid_request` naming every problem otherwise. */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, what = 'request body'): z.output<S> {

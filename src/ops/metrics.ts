@@ -1,8 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Knex } from 'knex';
-import type { CheckEvent, CheckEventStats } from './store/check-events.ts';
-import type { TokenEvent } from './ses/service.ts';
-import type { ChainResolver, ChainStats } from './resolvers/chain.ts';
+import type { CheckEvent, CheckEventStats } from '../store/check-events.ts';
+import type { TokenEvent } from '../ses/service.ts';
+import type { ChainResolver, ChainStats } from '../resolvers/chain.ts';
 
 /** What the metrics read at scrape time. */
 export interface MetricSources {

@@ -1,5 +1,5 @@
-import { settings, type Config, type SettingName } from '../../config/settings.ts';
-import { ConfigError } from '../errors.ts';
+import { settings, type Config, type SettingName } from './settings.ts';
+import { ConfigError } from '../src/lib/errors.ts';
 
 /**
  * Validates the environment against the settings table. Every bad value is reported in one

@@ -1,8 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { RequestHandler } from 'express';
-import { AppError, ConflictError, NotFoundError } from '../errors.ts';
-import type { Logger } from '../logger.ts';
+import { AppError, ConflictError, NotFoundError } from '../lib/errors.ts';
+import type { Logger } from '../lib/logger.ts';
 import { SCOPES, type Principal, type Scope } from './scopes.ts';
 
 /** Stored tokens look like `egt_` + 43 base64url characters (256 random bits). */

@@ -1,6 +1,6 @@
 import { AppError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { DatabaseUnavailableError, databaseFault } from '../store/db-faults.ts';
+import { DatabaseUnavailableError, databaseFault } from '../db-faults.ts';
 
 /**
  * What a failed request answers: an AppError as `{code, message, details?}` with its status
