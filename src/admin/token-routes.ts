@@ -1,7 +1,6 @@
-import type { Knex } from 'knex';
 import { AppError } from '../lib/errors.ts';
 import { pageOf, validate } from '../lib/http/validate.ts';
-import { listAdminEvents } from '../auth/admin-events.ts';
+import type { AdminEventQuery, AdminEvent } from '../auth/admin-events.ts';
 import { adminEventsQuery, adminTokenCreate, adminTokenListQuery, adminTokenRef, bootstrapTokenPut } from './schemas.ts';
 import { SCOPES, type Principal } from '../auth/scopes.ts';
 import { scopedRouter } from '../auth/scoped-router.ts';
@@ -11,7 +10,7 @@ import type { AdminTokens } from '../auth/tokens.ts';
  * Admin tokens, the bootstrap token's switch and the admin audit trail (scope `admin`), and
  * `GET /admin/v1/whoami` (any token) under /admin/v1.
  */
-export function adminTokenRoutes(tokens: AdminTokens, knex: Knex) {
+export function adminTokenRoutes(tokens: AdminTokens, listAdminEvents: (q: AdminEventQuery) => Promise<(AdminEvent & { id: number })[]>) {
   const r = scopedRouter();
   r.get('/whoami', SCOPES, (_req, res) => {
     const p = res.locals.principal as Principal;
@@ -41,7 +40,7 @@ export function adminTokenRoutes(tokens: AdminTokens, knex: Knex) {
   r.get('/admin-events', 'admin', async (req, res) => {
     const q = validate(adminEventsQuery, req.query, 'query');
     if (q.cursor !== undefined && q.after !== undefined) throw new AppError(400, 'invalid_request', 'give cursor or after, not both');
-    const items = await listAdminEvents(knex, {
+    const items = await listAdminEvents({
       limit: q.limit,
       ...(q.cursor !== undefined && { before: q.cursor }),
       ...(q.after !== undefined && { after: q.after }),

@@ -53,11 +53,12 @@ program
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'shutting down');
-      // Whatever happens, the process is gone within 2 s of the drain's bound (10 s by default).
+      // Whatever happens, the process is gone within ENTGATE_SHUTDOWN_TIMEOUT_MS (the drain's
+      // bound) plus the audit writers' 5 s to flush what is queued, and 2 s to spare.
       setTimeout(() => {
         logger.error('shutdown took too long; exiting');
         process.exit(1);
-      }, config.shutdownTimeoutMs + 2000).unref();
+      }, config.shutdownTimeoutMs + 7000).unref();
       service.close().then(
         () => process.exit(0),
         (err: Error) => {

@@ -27,20 +27,7 @@ export interface EntitlementLookup {
   resolve(request: CheckRequest, keyHash: string): ChainOutcome | Promise<ChainOutcome>;
 }
 
-/** One check, as the audit records it (\`store/check-events.ts\` writes them). */
-export interface CheckEvent {
-  occurredAt: Date;
-  server: string | null;
-  class: string | null;
-  keyHint: string | null;
-  virtualKeyId: number | null;
-  remoteIp: string | null;
-  callerIp: string | null;
-  decision: 'granted' | 'denied' | 'invalid';
-  reason: string | null;
-  resolver: string | null;
-  latencyUs: number;
-}
+export type { CheckEvent } from './events.ts';
 
 /** A subject's state as the database has it, times as milliseconds from the database's now. */
 export interface BudgetState {

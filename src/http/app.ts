@@ -1,95 +1,35 @@
 import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { AppError } from '../lib/errors.ts';
-import { declaredBodyLimit, MiB } from '../lib/http/body-limit.ts';
 import type { Logger } from '../lib/logger.ts';
-import { adminRoutes } from '../admin/routes.ts';
-import type { AdminTokens } from '../auth/tokens.ts';
-import { adminTokenRoutes } from '../admin/token-routes.ts';
-import { guessRoutes } from '../admin/guess-routes.ts';
-import type { GuessBudgetsRepo } from '../store/guess-budgets.ts';
-import type { Invalidation } from '../store/invalidation-bus.ts';
-import { claimAdminEvent, recordAdminWrites, type AdminEvent } from '../auth/admin-events.ts';
-import type { Knex } from 'knex';
-import type { AdminService } from '../admin/service.ts';
-import type { LeaseService } from '../leases/service.ts';
-import { leaseAdminRoutes, leaseRoutes } from '../leases/routes.ts';
-import { mintRoutes, type MintConfig } from '../ses/mint-routes.ts';
-import type { IpRange } from '../lib/ip.ts';
-import type { Metrics } from '../ops/metrics.ts';
-import type { AuditRepo } from '../store/audit.ts';
-import { openApiRoute } from './openapi.ts';
 import { errorAnswer } from '../lib/http/error-answer.ts';
 
+/** Handlers mounted at one path, in order (a router, or a chain ending in routers). */
+export interface Mount {
+  path: string;
+  handlers: RequestHandler[];
+}
+
 export interface AppDeps {
-  admin: AdminService;
-  audit: AuditRepo;
-  leases: LeaseService;
-  mint: MintConfig;
-  /** Serves GET /metrics here when given (no METRICS_PORT of its own). */
-  metrics?: Metrics;
-  /** Proxies whose X-Forwarded-For names the client (leases, SES). */
-  trustedProxies: readonly IpRange[];
-  /** Authenticates admin requests (stored tokens and the bootstrap token). */
-  adminTokens: AdminTokens;
-  /** Records an admin write for the admin audit trail. */
-  recordAdminEvent: (event: AdminEvent) => void;
-  knex: Knex;
-  /** Guessing budgets: blocks listed and lifted through the admin API. */
-  guessBudgets: GuessBudgetsRepo;
-  /** Tells every instance about a change (here: a lifted guessing block). */
-  publish: (change: Invalidation) => void;
   logger: Logger;
-  /** Readiness: the database answers and migrations are applied. */
-  ready: () => Promise<{ ok: boolean; checks: Record<string, unknown> }>;
   isClosing: () => boolean;
-  /** Counters for operators (audit queue, key cache), shown on /healthz. */
-  stats: () => Record<string, unknown>;
+  /** What each front door serves on express, mounted in order. */
+  mounts: readonly Mount[];
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Everything but the rUS check: health, readiness, floating leases and the admin API. */
+/**
+ * The express shell for everything but the rUS check and SES (which run on plain node:http):
+ * request ids and request logs, the routers each front door hands over, one 404, one error
+ * handler. It knows no service and no database.
+ */
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.use(requestContext(deps.logger, deps.isClosing));
-
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok', ...deps.stats() });
-  });
-  app.get('/openapi.json', openApiRoute(deps.logger));
-  if (deps.metrics) {
-    const metrics = deps.metrics;
-    app.get('/metrics', async (_req, res) => {
-      const { contentType, body } = await metrics.render();
-      res.type(contentType).send(body);
-    });
-  }
-  app.get('/readyz', async (_req, res) => {
-    const { ok, checks } = deps.isClosing() ? { ok: false, checks: { shuttingDown: true } } : await deps.ready();
-    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', ...checks });
-  });
-
-  const authenticate = deps.adminTokens.authenticate();
-  app.use('/v1', leaseRoutes(deps.leases, authenticate, (header) => deps.adminTokens.principalFor(header), deps.trustedProxies));
-  // Every admin route names its scopes (scopedRouter); writes are recorded, refused ones too.
-  app.use(
-    '/admin/v1',
-    recordAdminWrites(deps.recordAdminEvent, deps.trustedProxies, claimAdminEvent(deps.knex)),
-    authenticate,
-    declaredBodyLimit((req) => (req.is('text/csv') ? 32 * MiB : MiB)),
-    express.json({ limit: MiB }),
-    // The CSV import is kept as bytes (bounded here) and parsed as a stream by its route.
-    express.raw({ type: 'text/csv', limit: 32 * MiB }),
-    adminRoutes(deps.admin, deps.audit),
-    leaseAdminRoutes(deps.leases),
-    mintRoutes(deps.mint),
-    adminTokenRoutes(deps.adminTokens, deps.knex),
-    guessRoutes(deps.guessBudgets, deps.publish),
-  );
-
+  for (const { path, handlers } of deps.mounts) app.use(path, ...handlers);
   app.use((req, _res, next) => next(new AppError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
   app.use(errorHandler(deps.logger));
   return app;

@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Knex } from 'knex';
-import type { CheckEvent, CheckEventStats } from '../store/check-events.ts';
-import type { TokenEvent } from '../ses/service.ts';
+import type { CheckEventStats } from '../store/check-events.ts';
+import type { CheckEvent, TokenEvent } from '../domain/events.ts';
 import type { ChainResolver, ChainStats } from '../resolvers/chain.ts';
 
 /** What the metrics read at scrape time. */
@@ -33,8 +33,14 @@ export class Metrics {
   private readonly reasons = new Set<string>();
   private readonly checkChildren = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
 
-  constructor(sources: MetricSources) {
-    const registers = [this.registry];
+  private readonly registers = [this.registry];
+
+  /**
+   * The counters fed as things happen exist from the start (any part may observe at once);
+   * what is read at scrape time is added by `watch` once the parts it reads exist.
+   */
+  constructor() {
+    const registers = this.registers;
     collectDefaultMetrics({ register: this.registry, prefix: 'entgate_' });
     this.checks = new Counter({
       name: 'entgate_checks_total',
@@ -61,6 +67,11 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+  }
+
+  /** Adds the metrics read when scraped: caches, resolvers, guessing blocks, audit queues, the pool, leases. Once. */
+  watch(sources: MetricSources): void {
+    const registers = this.registers;
     const fromSource = (name: string, help: string, read: () => number) =>
       new Counter({
         name,

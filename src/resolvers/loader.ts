@@ -14,31 +14,55 @@ export interface BuiltinResolver {
   create(options: unknown): ChainResolver | Promise<ChainResolver>;
 }
 
+/** A resolver entgate ships: its options schema (checked before start-up opens anything). */
+export type BuiltinSchemas = Record<string, ZodType | undefined>;
+
+/** One resolver of the chain, its options validated and its module loaded, not built yet. */
+export interface ResolverPlan {
+  readonly name: string;
+  build(builtins: Record<string, BuiltinResolver>): Promise<ChainResolver>;
+}
+
 /**
- * Builds the resolver chain named in ENTGATE_RESOLVERS: built-in names, or module specifiers
+ * Plans the resolver chain named in ENTGATE_RESOLVERS: built-in names, or module specifiers
  * (a path starting with `.` or `/`, resolved against the working directory, or a package name)
  * whose default export is a resolver factory. Every section of the options file is validated
- * by its resolver's schema. Anything that does not fit stops start-up with a ConfigError that
- * names the resolver.
+ * by its resolver's schema and every plugin module is loaded here, before start-up opens the
+ * database; the resolvers themselves are built later (`build`), when what they use exists.
+ * Anything that does not fit stops start-up with a ConfigError that names the resolver.
  */
-export async function loadResolvers(
-  config: Config,
-  logger: Logger,
-  builtins: Record<string, BuiltinResolver>,
-  cwd = process.cwd(),
-): Promise<ChainResolver[]> {
+export async function planResolvers(config: Config, logger: Logger, builtins: BuiltinSchemas, cwd = process.cwd()): Promise<ResolverPlan[]> {
   const allOptions = readOptionsFile(config.resolverOptionsFile, cwd);
   for (const name of Object.keys(allOptions)) {
     if (!config.resolvers.includes(name)) {
       throw new ConfigError(`${config.resolverOptionsFile}: options for '${name}', which ENTGATE_RESOLVERS does not name`);
     }
   }
-  const chain: ChainResolver[] = [];
+  const plans: ResolverPlan[] = [];
   for (const name of config.resolvers) {
-    const builtin = builtins[name];
     const raw = allOptions[name];
-    chain.push(builtin ? await createBuiltin(name, builtin, raw) : await loadPlugin(name, raw, config, logger, cwd));
+    if (name in builtins) {
+      const options = validateOptions(name, builtins[name], raw);
+      plans.push({ name, build: async (made) => made[name]!.create(options) });
+    } else {
+      const { factory, options } = await loadPlugin(name, raw, cwd);
+      plans.push({ name, build: async () => buildPlugin(name, factory, options, config, logger) });
+    }
   }
+  return plans;
+}
+
+/** Plans and builds the chain in one step (the resolver contract suite, tools). */
+export async function loadResolvers(
+  config: Config,
+  logger: Logger,
+  builtins: Record<string, BuiltinResolver>,
+  cwd = process.cwd(),
+): Promise<ChainResolver[]> {
+  const schemas = Object.fromEntries(Object.entries(builtins).map(([name, b]) => [name, b.optionsSchema]));
+  const plans = await planResolvers(config, logger, schemas, cwd);
+  const chain: ChainResolver[] = [];
+  for (const plan of plans) chain.push(await plan.build(builtins));
   return chain;
 }
 
@@ -65,11 +89,9 @@ function validateOptions(name: string, schema: unknown, raw: unknown): unknown {
   return parsed.data;
 }
 
-async function createBuiltin(name: string, builtin: BuiltinResolver, raw: unknown): Promise<ChainResolver> {
-  return builtin.create(validateOptions(name, builtin.optionsSchema, raw));
-}
+type Factory = (options: unknown, context: { config: Config; logger: Logger }) => unknown;
 
-async function loadPlugin(name: string, raw: unknown, config: Config, logger: Logger, cwd: string): Promise<ChainResolver> {
+async function loadPlugin(name: string, raw: unknown, cwd: string): Promise<{ factory: Factory; options: unknown }> {
   const isPath = name.startsWith('.') || isAbsolute(name);
   if (!isPath && !/^(@[\w.-]+\/)?[\w.-]+(\/[\w.-]+)*$/.test(name)) {
     throw new ConfigError(`resolver ${name}: not a built-in (postgres, crm, rus), a path (./x.js) or a package name`);
@@ -84,7 +106,10 @@ async function loadPlugin(name: string, raw: unknown, config: Config, logger: Lo
   if (typeof factory !== 'function') {
     throw new ConfigError(`resolver ${name}: the module's default export must be a factory function (options, { config, logger }) => resolver`);
   }
-  const options = validateOptions(name, mod.optionsSchema, raw);
+  return { factory: factory as Factory, options: validateOptions(name, mod.optionsSchema, raw) };
+}
+
+async function buildPlugin(name: string, factory: Factory, options: unknown, config: Config, logger: Logger): Promise<ChainResolver> {
   let resolver: unknown;
   try {
     resolver = await factory(options, { config, logger: logger.child({ resolver: name }) });

@@ -16,18 +16,8 @@ export const API_VERSIONS: Record<string, 'approve-v1' | 'approve-v2' | 'latest'
   '9999-09-09.99.99': 'latest',
 };
 
-export interface TokenEvent {
-  occurredAt: Date;
-  operation: 'approve' | 'acquire' | 'renew' | 'release';
-  apiVersion: string | null;
-  tokenId: string | null;
-  applicationId: string | null;
-  callerIp: string | null;
-  outcome: 'approved' | 'denied' | 'invalid' | 'renewed' | 'released' | 'not_found' | 'conflict';
-  reason: string | null;
-  entitlementId: string | null;
-  latencyUs: number;
-}
+import type { TokenEvent } from '../domain/events.ts';
+export type { TokenEvent };
 
 /** An SES answer: status and body, the body in the protocol's own shape. */
 export interface SesResult {

@@ -10,7 +10,7 @@ import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import ajvFormats from 'ajv-formats';
 import { routeTable } from '../../src/http/route-table.ts';
 import { SCOPES } from '../../src/auth/scopes.ts';
-import { loadOpenApi, type OpenApiDocument } from '../../src/http/openapi.ts';
+import { loadOpenApi, type OpenApiDocument } from '../../src/ops/openapi.ts';
 import type { RunningService } from '../../src/service.ts';
 import { settings } from '../../config/settings.ts';
 import * as admin from '../../src/admin/schemas.ts';

@@ -63,9 +63,10 @@ describe('crm resolver against a fake CRM', () => {
 
   before(async () => {
     await crm.start();
-    // A check deadline far past the CRM's own timeout (400 ms): 1,000 concurrent checks on a
-    // loaded machine must not be cut by the chain's deadline, which is not what is tested here.
-    s = await startWithCrm(crm, {}, { ENTGATE_CHECK_TIMEOUT_MS: '30000' });
+    // A check deadline far past the CRM's own timeout (400 ms), and a cache TTL far past the
+    // test's length: 1,000 concurrent checks on a loaded machine (36 s seen at load 15) must be
+    // cut neither by the chain's deadline nor by the grant's expiry, which are not tested here.
+    s = await startWithCrm(crm, {}, { ENTGATE_CHECK_TIMEOUT_MS: '30000', ENTGATE_CACHE_TTL_SECONDS: '3600' });
   });
   after(async () => {
     await teardown(s);
