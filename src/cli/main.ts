@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import { createReadStream, statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { settings } from '../../config/settings.ts';
