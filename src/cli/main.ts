@@ -12,9 +12,11 @@ import { addAdminTokenCommands } from './admin-token-commands.ts';
 import { addGuessCommands } from './guess-commands.ts';
 import { onDatabase } from './database.ts';
 import { CliError, printJson, printTable } from './output.ts';
+import { packageVersion } from '../package-files.ts';
 
 const program = new Command('entgate')
   .description('entitlement gateway: the rUS external entitlement check, with keys managed through the admin API')
+  .version(packageVersion())
   .showSuggestionAfterError()
   .enablePositionalOptions()
   .exitOverride();
