@@ -115,7 +115,7 @@ async function scenario(engine: string, rows: number, dbs: Databases): Promise<s
   };
   if (engine === 'postgres') env.DATABASE_URL = await dbs.create();
   else env.DATA_DIR = dataDir;
-  const server = await startServer(`entgate (${engine})`, ['src/cli/entgate.js', 'serve'], env, '/readyz');
+  const server = await startServer(`entgate (${engine})`, ['src/cli/entgate-dev.js', 'serve'], env, '/readyz');
   try {
     const ent = await admin(server, 'POST', '/entitlements', { server: 'rm.example.com', key: 'real-key' });
     if (ent.status !== 201) throw new Error(`entitlement: ${ent.status} ${JSON.stringify(ent.body)}`);

@@ -143,9 +143,9 @@ export async function leaseScenarios(seconds: number, adminUrl: string): Promise
       const env = { DATABASE_URL: url, DATA_DIR: '/nonexistent', LOG_LEVEL: 'warn', ENTGATE_ADMIN_TOKEN: token, DATABASE_POOL_MAX: '20' };
       const servers: ServerProcess[] = [];
       try {
-        servers.push(await startServer(`entgate (leases 1/${processes})`, ['src/cli/entgate.js', 'serve'], env, '/readyz'));
+        servers.push(await startServer(`entgate (leases 1/${processes})`, ['src/cli/entgate-dev.js', 'serve'], env, '/readyz'));
         for (let i = 2; i <= processes; i++) {
-          servers.push(await startServer(`entgate (leases ${i}/${processes})`, ['src/cli/entgate.js', 'serve'], env, '/readyz'));
+          servers.push(await startServer(`entgate (leases ${i}/${processes})`, ['src/cli/entgate-dev.js', 'serve'], env, '/readyz'));
         }
         const created = await fetch(`${servers[0]!.url}/admin/v1/pools`, {
           method: 'POST',

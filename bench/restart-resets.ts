@@ -35,7 +35,7 @@ function get(agent: Agent, port: number, path: string): Promise<string> {
 }
 
 async function restartOnce(dir: string): Promise<{ answered: number; resets: number; refused: number; other: string[]; exit: number | null }> {
-  const server = await startServer('entgate', ['src/cli/entgate.js', 'serve'], { HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'error' }, '/healthz');
+  const server = await startServer('entgate', ['src/cli/entgate-dev.js', 'serve'], { HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'error' }, '/healthz');
   const port = Number(new URL(server.url).port);
   const agent = new Agent({ keepAlive: true, maxSockets: CONNECTIONS });
   let answered = 0;

@@ -119,7 +119,7 @@ const entgateEnv = (databaseUrl: string, env: Record<string, string>) => ({
 });
 
 const startEntgate = (name: string, databaseUrl: string, env: Record<string, string> = {}) =>
-  startServer(name, ['src/cli/entgate.js', 'serve'], entgateEnv(databaseUrl, env), '/readyz');
+  startServer(name, ['src/cli/entgate-dev.js', 'serve'], entgateEnv(databaseUrl, env), '/readyz');
 
 /** A new database, migrated by starting entgate on it once (it migrates on start). */
 async function migratedDatabase(): Promise<string> {

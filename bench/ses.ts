@@ -133,7 +133,7 @@ export async function sesScenarios(seconds: number, adminUrl: string): Promise<S
 
     server = await startServer(
       'entgate (ses)',
-      ['src/cli/entgate.js', 'serve'],
+      ['src/cli/entgate-dev.js', 'serve'],
       {
         DATA_DIR: join(dir, 'data'),
         DATABASE_URL: await databases.create(),

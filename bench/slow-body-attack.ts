@@ -80,7 +80,7 @@ async function main(): Promise<{ markdown: string; valid: boolean }> {
   try {
     const server = await startServer(
       'entgate',
-      ['src/cli/entgate.js', 'serve'],
+      ['src/cli/entgate-dev.js', 'serve'],
       { HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'error', ENTGATE_MAX_CONCURRENT_REQUESTS: String(CAP) },
       '/healthz',
     );

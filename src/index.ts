@@ -18,3 +18,13 @@ export {
   type HeldLease,
   type LeaseClientOptions,
 } from './client/lease-client.ts';
+/** The resolver contract, for writing a plugin (docs/plugins.md); its test suite is `entgate/testing`. */
+export type {
+  Resolver,
+  ResolverFactory,
+  ResolverFactoryContext,
+  ResolverModule,
+  ResolveRequest,
+  ResolveContext,
+  Resolution,
+} from './resolvers/resolver.ts';

@@ -1,5 +1,5 @@
 /**
- * Server processes for the benchmark: entgate (`node src/cli/entgate.js serve`), the bare
+ * Server processes for the benchmark: entgate (`node src/cli/entgate-dev.js serve`), the bare
  * baseline and the fake CRM, each its own process on 127.0.0.1, found ready by polling an
  * HTTP path (entgate runs at LOG_LEVEL=warn, so it prints no "listening" line). Every process
  * started here is tracked, so that one call stops them all on the way out.

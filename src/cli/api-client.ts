@@ -1,4 +1,4 @@
-import axios, { type AxiosInstance, type Method } from 'axios';
+import type { AxiosInstance, Method } from 'axios';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { CliError } from './output.ts';
@@ -8,25 +8,32 @@ import { CliError } from './output.ts';
  * so the CLI never opens it: every admin command is a request to ENTGATE_URL.
  */
 export class AdminClient {
-  private readonly http: AxiosInstance;
+  private client: Promise<AxiosInstance> | undefined;
 
   constructor(
     private readonly baseUrl: string,
-    token: string | undefined,
-  ) {
-    this.http = axios.create({
-      baseURL: `${baseUrl.replace(/\/+$/, '')}/admin/v1`,
-      timeout: 30_000,
-      headers: token ? { Authorization: `Bearer ${token}` } : {},
-      validateStatus: () => true,
-      maxRedirects: 0,
-    });
+    private readonly token: string | undefined,
+  ) {}
+
+  /** axios is loaded by the first request: `--help`, `--version` and the offline commands never load it. */
+  private http(): Promise<AxiosInstance> {
+    this.client ??= import('axios').then(({ default: axios }) =>
+      axios.create({
+        baseURL: `${this.baseUrl.replace(/\/+$/, '')}/admin/v1`,
+        timeout: 30_000,
+        headers: this.token ? { Authorization: `Bearer ${this.token}` } : {},
+        validateStatus: () => true,
+        maxRedirects: 0,
+      }),
+    );
+    return this.client;
   }
 
   async request<T>(method: Method, path: string, data?: unknown, contentType?: string): Promise<T> {
+    const http = await this.http();
     let res;
     try {
-      res = await this.http.request({
+      res = await http.request({
         method,
         url: path,
         data,
@@ -47,9 +54,10 @@ export class AdminClient {
    * Refusals before the stream begins (401, 413, 415...) come as plain JSON, as elsewhere.
    */
   async requestLines<T>(method: Method, path: string, data: unknown, contentType: string, onLine: (line: Record<string, unknown>) => void, contentLength?: number): Promise<T> {
+    const http = await this.http();
     let outcome: { status?: unknown } | undefined;
     try {
-      const res = await this.http.request<Readable>({
+      const res = await http.request<Readable>({
         method,
         url: path,
         data,

@@ -1,4 +1,3 @@
-import { loadConfig } from '../../config/load.ts';
 import type { Database } from '../store/db.ts';
 
 /**
@@ -7,6 +6,7 @@ import type { Database } from '../store/db.ts';
  * embedded database only while the server is stopped: PGlite is single-process.
  */
 export async function onDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+  const { loadConfig } = await import('../../config/load.ts');
   const config = loadConfig();
   const { openDatabase } = await import('../store/db.ts');
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: 2 });

@@ -1,7 +1,6 @@
+#!/usr/bin/env node
 import { createReadStream, statSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { settings } from '../../config/settings.ts';
-import { loadConfig } from '../../config/load.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import { AdminClient } from './api-client.ts';
 import { addLeaseCommands } from './lease-commands.ts';
@@ -11,12 +10,21 @@ import { addAdminTokenCommands } from './admin-token-commands.ts';
 import { addGuessCommands } from './guess-commands.ts';
 import { onDatabase } from './database.ts';
 import { CliError, printJson, printTable } from './output.ts';
+import { packageVersion } from '../lib/package-files.ts';
 
 const program = new Command('entgate')
   .description('entitlement gateway: the rUS external entitlement check, with keys managed through the admin API')
+  .version(packageVersion())
   .showSuggestionAfterError()
   .enablePositionalOptions()
   .exitOverride();
+
+// The settings table (and zod, which validates it) is loaded before a command's action runs:
+// --help, --version and a mistyped command print without loading it.
+let settings: (typeof import('../../config/settings.ts'))['settings'];
+program.hook('preAction', async () => {
+  ({ settings } = await import('../../config/settings.ts'));
+});
 
 const baseUrl = () => process.env[settings.url.env] || settings.url.default;
 const client = () => new AdminClient(baseUrl(), process.env[settings.adminToken.env] || undefined);
@@ -43,6 +51,7 @@ program
   .command('serve')
   .description('run the server (what npm start runs); configured by environment variables, see .env.example')
   .action(async () => {
+    const { loadConfig } = await import('../../config/load.ts');
     const config = loadConfig();
     // The server's modules are loaded by the commands that run it: the admin commands start fast.
     const [{ createLogger }, { startService }] = await Promise.all([import('../lib/logger.ts'), import('../service.ts')]);

@@ -6,8 +6,8 @@ import { ConfigError } from '../lib/errors.ts';
 import { SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from '../ses/defaults.ts';
 import { CliError } from './output.ts';
 
-// The crypto (jose, node-forge) is loaded by the commands that use it, so the rest of the CLI starts fast.
-const crypto = () => Promise.all([import('../ses/certs.ts'), import('../ses/keys.ts'), import('../ses/minter.ts'), import('../ses/verifier.ts')]);
+// The crypto (jose; node-forge, for certificates only) is loaded by the commands that use it,
+// each loading only its own, so that the rest of the CLI starts fast.
 
 /** `entgate token verify` exits with this when the token does not entitle (0 when it does). */
 export const EXIT_DENIED = 3;
@@ -93,7 +93,7 @@ export function addTokenCommands(program: Command): void {
       if (notAfter <= notBefore) throw new CliError('--not-after must be later than --not-before');
       const signingKey = o.sign ? (await ring([o.sign], 'private', '--sign'))[0] : undefined;
       const encryptionKey = o.encrypt ? (await ring([o.encrypt], 'public', '--encrypt'))[0] : undefined;
-      const [, , { mintToken }] = await crypto();
+      const { mintToken } = await import('../ses/minter.ts');
       const minted = await mintToken({
         applications: o.applicationId,
         addresses,
@@ -133,7 +133,7 @@ export function addTokenCommands(program: Command): void {
       const text = readToken(given, o.tokenFile);
       const caller = parseIp(o.address);
       if (!caller) throw new CliError(`--address: '${o.address}' is not an IP address`);
-      const [, , , { decideGrant, TokenVerifier }] = await crypto();
+      const { decideGrant, TokenVerifier } = await import('../ses/verifier.ts');
       const decryptionKeys = await ring(o.decryptionKey ?? [], 'private', '--decryption-key');
       const verifier = new TokenVerifier({
         issuer: o.issuer,
@@ -170,7 +170,7 @@ export function addTokenCommands(program: Command): void {
     .command('generate <dir>')
     .description('write a signing and an encryption key pair, each with a self-signed certificate')
     .action(async (dir: string) => {
-      const [{ createTokenKeys }] = await crypto();
+      const { createTokenKeys } = await import('../ses/certs.ts');
       const f = createTokenKeys(dir);
       process.stdout.write(
         `token signing:    ${f.signingKey} (token generate --sign), ${f.signingCert} (ENTGATE_SES_SIGNING_KEYS)\n` +
@@ -182,7 +182,7 @@ export function addTokenCommands(program: Command): void {
     .command('dev-certs <dir>')
     .description('write a local root CA, an intermediate and a server certificate for localhost/127.0.0.1, for HTTPS tests')
     .action(async (dir: string) => {
-      const [{ createDevCertificates }] = await crypto();
+      const { createDevCertificates } = await import('../ses/certs.ts');
       const c = createDevCertificates(dir);
       process.stdout.write(
         `TLS_CERT_FILE=${c.chainFile}\nTLS_KEY_FILE=${c.keyFile}\n` +

@@ -2,9 +2,10 @@ import { readFileSync } from 'node:fs';
 import type { RequestHandler } from 'express';
 import { parse } from 'yaml';
 import type { Logger } from '../lib/logger.ts';
+import { packageFile } from '../lib/package-files.ts';
 
 /** The human-edited API description, shipped with the code: `docs/openapi.yaml`. */
-export const OPENAPI_FILE = new URL('../../docs/openapi.yaml', import.meta.url);
+export const OPENAPI_FILE = packageFile('docs/openapi.yaml');
 
 export type OpenApiDocument = Record<string, unknown> & { openapi: string; paths: Record<string, unknown> };
 

@@ -98,7 +98,8 @@ async function loadPlugin(name: string, raw: unknown, cwd: string): Promise<{ fa
   }
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(isPath ? pathToFileURL(resolve(cwd, name)).href : name)) as Record<string, unknown>;
+    const specifier = isPath ? pathToFileURL(resolve(cwd, name)).href : name;
+    mod = (isPath && TYPESCRIPT_FILE.test(name) ? await importTypeScript(specifier) : await import(specifier)) as Record<string, unknown>;
   } catch (err) {
     throw new ConfigError(`resolver ${name}: cannot load the module: ${(err as Error).message.split('\n')[0]}`);
   }
@@ -123,4 +124,26 @@ async function buildPlugin(name: string, factory: Factory, options: unknown, con
   if (r.close !== undefined && typeof r.close !== 'function') throw new ConfigError(`resolver ${name}: close must be a function`);
   // Only built-ins may answer synchronously from their own cache.
   return { name: r.name, resolve: r.resolve.bind(r), ...(r.close && { close: r.close.bind(r) }) };
+}
+
+const TYPESCRIPT_FILE = /\.[cm]?tsx?$/i;
+
+/**
+ * A plugin written in TypeScript (`./plugins/acme.ts`). entgate runs compiled JavaScript, and
+ * Node 20 cannot load a .ts module by itself, so such a plugin is loaded through tsx, which is
+ * imported here and only then: from wherever Node finds it (entgate's own devDependency in a
+ * clone; `npm install tsx` beside an installed entgate). tsx's `tsImport` compiles this one
+ * module and its own imports, without registering a loader for the rest of the process.
+ */
+async function importTypeScript(url: string): Promise<unknown> {
+  let tsImport: (specifier: string, parentURL: string) => Promise<unknown>;
+  try {
+    ({ tsImport } = await import('tsx/esm/api'));
+  } catch {
+    throw new Error('a TypeScript plugin is loaded through tsx, which is not installed: npm install tsx, or compile the plugin to JavaScript');
+  }
+  const mod = (await tsImport(url, import.meta.url)) as { default?: unknown };
+  // Outside a "type": "module" package a .ts file is CommonJS: its exports come as the default.
+  const cjs = mod.default as { __esModule?: boolean } | null | undefined;
+  return typeof cjs === 'object' && cjs !== null && cjs.__esModule === true ? cjs : mod;
 }

@@ -7,7 +7,11 @@ import { before, after } from 'node:test';
 import { tempDir } from './databases.ts';
 import { ADMIN_TOKEN } from './service.ts';
 
-export const ENTGATE_BIN = fileURLToPath(new URL('../../src/cli/entgate.js', import.meta.url));
+/**
+ * The `entgate` the tests run: the TypeScript sources through tsx, never dist/, so that a stale
+ * build cannot hide a change (test/e2e/package.test.ts tests the build, as a package).
+ */
+export const ENTGATE_BIN = fileURLToPath(new URL('../../src/cli/entgate-dev.js', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export interface ServerProcess {
