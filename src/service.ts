@@ -22,7 +22,7 @@ import { RusResolver, rusOptionsSchema, type RusOptions } from './resolvers/rus.
 import { ProductsRepo } from './store/products-repo.ts';
 import { InvalidationBus } from './store/invalidation-bus.ts';
 import { AdminService } from './admin/service.ts';
-import { AdminTokens } from './auth/tokens.ts';
+import { ApiCredentials } from './auth/credentials.ts';
 import { GuessGuard } from './domain/guess-guard.ts';
 import { GuessBudgetsRepo } from './store/guess-budgets.ts';
 import { ADMIN_EVENTS, type AdminEvent } from './auth/admin-events.ts';
@@ -250,7 +250,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     batchSize: config.auditBatchSize,
     flushMs: config.auditFlushMs,
   });
-  const adminTokens = new AdminTokens(db.knex, config.adminToken, logger, (reason) => metrics.observeAdminAuthFailure(reason));
+  const credentials = new ApiCredentials(db.knex, config.adminToken, logger, (reason) => metrics.observeAdminAuthFailure(reason));
   const metrics = new Metrics({
     keyCache: cache,
     chain,
@@ -272,7 +272,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     trustedProxies,
     ...(config.metricsPort === undefined && { metrics }),
     mint: { issuer: config.sesIssuer, audience: config.sesAudience, signingKey: mintSigning[0], encryptionKey: mintEncryption[0] },
-    adminTokens,
+    credentials,
     recordAdminEvent: (event) => adminEvents.record(event),
     knex: db.knex,
     guessBudgets,

@@ -1,4 +1,4 @@
-/** What an admin token may do. Every admin route states the scopes that may call it. */
+/** What an API credential may do. Every admin route states the scopes that may call it. */
 export const SCOPES = ['read', 'write', 'admin', 'tokens:mint', 'leases', 'leases:client'] as const;
 export type Scope = (typeof SCOPES)[number];
 
@@ -11,15 +11,15 @@ export const SCOPE_DOCS: Record<Scope, string> = {
   admin: 'everything, and manage admin tokens, the bootstrap token and the admin audit trail',
 };
 
-/** Who made an admin request: a stored token, or the bootstrap token from ENTGATE_ADMIN_TOKEN. */
+/** Who made an admin request: a stored API credential, or the bootstrap credential from ENTGATE_ADMIN_TOKEN. */
 export interface Principal {
   name: string;
-  /** The stored token's id; null for the bootstrap token. */
-  tokenId: number | null;
+  /** The stored credential's id (`tokenId` on the wire); null for the bootstrap credential. */
+  credentialId: number | null;
   scopes: readonly Scope[];
 }
 
-/** The scopes a token effectively holds: `admin` holds every scope, `write` holds `read`. */
+/** The scopes a credential effectively holds: `admin` holds every scope, `write` holds `read`. */
 export function effectiveScopes(held: readonly Scope[]): Set<Scope> {
   if (held.includes('admin')) return new Set(SCOPES);
   const out = new Set(held);
@@ -27,7 +27,7 @@ export function effectiveScopes(held: readonly Scope[]): Set<Scope> {
   return out;
 }
 
-/** True when a token holding `held` may call a route that any of `anyOf` may call. */
+/** True when a credential holding `held` may call a route that any of `anyOf` may call. */
 export function allows(held: readonly Scope[], anyOf: readonly Scope[]): boolean {
   const effective = effectiveScopes(held);
   return anyOf.some((s) => effective.has(s));

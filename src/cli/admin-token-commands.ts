@@ -90,8 +90,8 @@ export function addAdminTokenCommands(program: Command, client: () => AdminClien
     .command('enable-bootstrap')
     .description('turn the bootstrap token on again on the database directly, when every admin token is lost (the embedded database only while the server is stopped)')
     .action(async () => {
-      const { enableBootstrapToken } = await import('../auth/tokens.ts');
-      const changed = await onDatabase((db) => enableBootstrapToken(db.knex));
+      const { enableBootstrapCredential } = await import('../auth/credentials.ts');
+      const changed = await onDatabase((db) => enableBootstrapCredential(db.knex));
       process.stdout.write(changed ? 'bootstrap token enabled\n' : 'bootstrap token was already enabled\n');
     });
 

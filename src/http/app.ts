@@ -4,8 +4,8 @@ import { AppError } from '../lib/errors.ts';
 import { declaredBodyLimit, MiB } from '../lib/http/body-limit.ts';
 import type { Logger } from '../lib/logger.ts';
 import { adminRoutes } from '../admin/routes.ts';
-import type { AdminTokens } from '../auth/tokens.ts';
-import { adminTokenRoutes } from '../admin/token-routes.ts';
+import type { ApiCredentials } from '../auth/credentials.ts';
+import { credentialRoutes } from '../admin/credential-routes.ts';
 import { guessRoutes } from '../admin/guess-routes.ts';
 import type { GuessBudgetsRepo } from '../store/guess-budgets.ts';
 import type { Invalidation } from '../store/invalidation-bus.ts';
@@ -31,7 +31,7 @@ export interface AppDeps {
   /** Proxies whose X-Forwarded-For names the client (leases, SES). */
   trustedProxies: readonly IpRange[];
   /** Authenticates admin requests (stored tokens and the bootstrap token). */
-  adminTokens: AdminTokens;
+  credentials: ApiCredentials;
   /** Records an admin write for the admin audit trail. */
   recordAdminEvent: (event: AdminEvent) => void;
   knex: Knex;
@@ -72,8 +72,8 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not_ready', ...checks });
   });
 
-  const authenticate = deps.adminTokens.authenticate();
-  app.use('/v1', leaseRoutes(deps.leases, authenticate, (header) => deps.adminTokens.principalFor(header), deps.trustedProxies));
+  const authenticate = deps.credentials.authenticate();
+  app.use('/v1', leaseRoutes(deps.leases, authenticate, (header) => deps.credentials.principalFor(header), deps.trustedProxies));
   // Every admin route names its scopes (scopedRouter); writes are recorded, refused ones too.
   app.use(
     '/admin/v1',
@@ -86,7 +86,7 @@ export function createApp(deps: AppDeps): express.Express {
     adminRoutes(deps.admin, deps.audit),
     leaseAdminRoutes(deps.leases),
     mintRoutes(deps.mint),
-    adminTokenRoutes(deps.adminTokens, deps.knex),
+    credentialRoutes(deps.credentials, deps.knex),
     guessRoutes(deps.guessBudgets, deps.publish),
   );
 

@@ -18,7 +18,7 @@ describe('entgate CLI: admin tokens and guessing blocks', () => {
     assert.equal((await runCli(['entitlement', 'list'], reader)).code, 0);
     const refused = await runCli(['entitlement', 'add', '--server', 'x.example.com', '--key', 'k'], reader);
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /^entgate: this token may not do that: it needs one of the scopes write \(insufficient_scope\)\n$/);
+    assert.match(refused.stderr, /^entgate: this credential may not do that: it needs one of the scopes write \(insufficient_scope\)\n$/);
 
     const admin = (await cli('admin-token', 'create', 'cli-admin', '--scope', 'admin')).stdout.trim();
     const asAdmin = { ...fx.env, ENTGATE_ADMIN_TOKEN: admin };

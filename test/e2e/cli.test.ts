@@ -215,7 +215,7 @@ describe('entgate CLI against a running server', () => {
   it('reports a wrong token or an unreachable server clearly', async () => {
     const wrong = await runCli(['entitlement', 'list'], { ENTGATE_URL: fx.server.url, ENTGATE_ADMIN_TOKEN: 'not-the-right-token' });
     assert.notEqual(wrong.code, 0);
-    assert.match(wrong.stderr, /^entgate: a valid admin bearer token is required \(unauthorized\)\n$/);
+    assert.match(wrong.stderr, /^entgate: a valid API credential is required \(unauthorized\)\n$/);
     const down = await runCli(['entitlement', 'list'], { ...fx.env, ENTGATE_URL: 'http://127.0.0.1:9' });
     assert.notEqual(down.code, 0);
     assert.match(down.stderr, /^entgate: cannot reach entgate at http:\/\/127\.0\.0\.1:9: ECONNREFUSED\n$/);
