@@ -214,7 +214,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
         'Serve HTTPS (TLS_CERT_FILE, TLS_KEY_FILE), or set ENTGATE_SES_ALLOW_HTTP=true if TLS ends in front of entgate.',
     );
   }
-  const tokenEvents = new EventWriter<TokenEvent>(db.knex, logger, TOKEN_EVENTS, {
+  const sesTokenEvents = new EventWriter<TokenEvent>(db.knex, logger, TOKEN_EVENTS, {
     maxQueue: config.auditQueueMax,
     batchSize: config.auditBatchSize,
     flushMs: config.auditFlushMs,
@@ -238,8 +238,8 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     repo: new LeasesRepo(db.knex),
     events: {
       record: (event: TokenEvent) => {
-        tokenEvents.record(event);
-        metrics.observeToken(event);
+        sesTokenEvents.record(event);
+        metrics.observeSesToken(event);
       },
     },
     logger,
@@ -255,7 +255,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     keyCache: cache,
     chain,
     checkEvents: () => events.getStats(),
-    tokenEvents: () => tokenEvents.getStats(),
+    sesTokenEvents: () => sesTokenEvents.getStats(),
     adminEvents: () => adminEvents.getStats(),
     guard,
     knex: db.knex,
@@ -281,7 +281,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     isClosing,
     stats: () => ({
       checkEvents: events.getStats(),
-      tokenEvents: tokenEvents.getStats(),
+      tokenEvents: sesTokenEvents.getStats(),
       adminEvents: adminEvents.getStats(),
       tokenCache: { entries: verifier.cacheSize },
       keyCache: { entries: cache.size, hits: cache.hits, misses: cache.misses },
@@ -407,7 +407,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       await leases.stop();
       await guard.stop();
       await stopRetention();
-      await tokenEvents.close();
+      await sesTokenEvents.close();
       await adminEvents.close();
       await events.close();
       await bus.close();
