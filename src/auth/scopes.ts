@@ -2,13 +2,14 @@
 export const SCOPES = ['read', 'write', 'admin', 'tokens:mint', 'leases', 'leases:client'] as const;
 export type Scope = (typeof SCOPES)[number];
 
+/** What each scope allows, as `entgate credential create --help` lists it. */
 export const SCOPE_DOCS: Record<Scope, string> = {
-  read: 'read entitlements, virtual keys, products, pools, leases, client keys, guessing blocks and the check audit',
-  write: 'everything `read` may, and change entitlements, virtual keys, products and guessing blocks',
-  leases: 'manage floating-lease pools, leases and client signing keys, and read them',
-  'leases:client': 'hold floating leases at /v1/leases as a client (acquire, heartbeat and release its own leases); no admin route',
+  read: 'read entitlements, virtual keys (their lookup too), products, pools, leases, lease events, client keys, guessing blocks and the check audit',
+  write: 'everything `read` may, and change entitlements, virtual keys (the CSV import too) and products, and lift guessing blocks',
+  leases: 'manage pools, leases (force-release) and client keys, and read them and the lease events',
+  'leases:client': 'hold floating leases as a client at /v1/leases (its own leases only); no admin route',
   'tokens:mint': 'mint software entitlement tokens (POST /admin/v1/tokens)',
-  admin: 'everything, and manage admin tokens, the bootstrap token and the admin audit trail',
+  admin: 'everything: every scope, and API credentials, the bootstrap credential and the admin audit trail',
 };
 
 /** Who made an admin request: a stored API credential, or the bootstrap credential from ENTGATE_ADMIN_TOKEN. */
