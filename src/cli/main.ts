@@ -5,7 +5,7 @@ import { loadConfig } from '../../config/load.ts';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import { AdminClient } from './api-client.ts';
 import { addLeaseCommands } from './lease-commands.ts';
-import { addTokenCommands } from './token-commands.ts';
+import { addSesTokenCommands } from './ses-token-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addCredentialCommands } from './credential-commands.ts';
 import { addGuessCommands } from './guess-commands.ts';
@@ -335,7 +335,7 @@ product
   });
 
 addLeaseCommands(program, client, baseUrl, { positiveInt });
-addTokenCommands(program);
+addSesTokenCommands(program);
 addAuditCommands(program, client, positiveInt);
 addCredentialCommands(program, client, positiveInt);
 addGuessCommands(program, client);
