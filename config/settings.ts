@@ -141,7 +141,7 @@ export const settings = {
   adminToken: {
     env: 'ENTGATE_ADMIN_TOKEN',
     schema: z.string().min(16, 'must be at least 16 characters').optional(),
-    doc: 'Bootstrap bearer token of the admin API, holding every scope: create named admin tokens with it (`entgate admin-token create`), then turn it off (`entgate admin-token bootstrap --disable`). The CLI sends this variable as its token, bootstrap or not. Unset, only stored admin tokens are accepted.',
+    doc: 'The bootstrap credential of the admin API, a bearer credential holding every scope: create named API credentials with it (`entgate credential create`), then turn it off (`entgate credential bootstrap --disable`). The CLI sends this variable as its credential, bootstrap or not. Unset, only stored credentials are accepted. (The variable keeps its historical name.)',
     secret: true,
   },
   requireClassMatch: {
@@ -340,7 +340,7 @@ export const settings = {
     env: 'ENTGATE_TRUSTED_PROXIES',
     default: '',
     schema: cidrList,
-    doc: 'Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed, for the client address of SES requests (matched against a token\'s ip) and lease requests (a virtual key\'s allowed networks, the address recorded). Empty: the socket\'s peer address is the client.',
+    doc: 'Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed, for the client address of SES requests (matched against an SES token\'s ip) and lease requests (a virtual key\'s allowed networks, the address recorded). Empty: the socket\'s peer address is the client.',
   },
   sesIssuer: {
     env: 'ENTGATE_SES_ISSUER',
@@ -382,31 +382,31 @@ export const settings = {
   sesMintSigningKey: {
     env: 'ENTGATE_SES_MINT_SIGNING_KEY',
     schema: z.string().min(1).optional(),
-    doc: 'PEM private key (with its certificate, for kid/x5t) that `POST /admin/v1/tokens` signs tokens with. Unset: the admin API mints no tokens.',
+    doc: 'PEM private key (with its certificate, for kid/x5t) that `POST /admin/v1/tokens` signs SES tokens with. Unset: the admin API mints no SES tokens.',
     secret: true,
   },
   sesMintEncryptionKey: {
     env: 'ENTGATE_SES_MINT_ENCRYPTION_KEY',
     schema: z.string().min(1).optional(),
-    doc: 'PEM certificate or public key that minted tokens are encrypted to. Unset: minted tokens are signed only.',
+    doc: 'PEM certificate or public key that minted SES tokens are encrypted to. Unset: minted SES tokens are signed only.',
   },
   sesClockSkewSeconds: {
     env: 'ENTGATE_SES_CLOCK_SKEW_SECONDS',
     default: '60',
     schema: nonNegativeInt(3_600),
-    doc: 'Clock skew allowed when checking a token\'s nbf and exp.',
+    doc: 'Clock skew allowed when checking an SES token\'s nbf and exp.',
   },
   sesAllowHttp: {
     env: 'ENTGATE_SES_ALLOW_HTTP',
     default: 'false',
     schema: bool,
-    doc: 'When TLS_CERT_FILE is set, the SES endpoints (`/softwareEntitlements`) are served on HTTPS_PORT only and answer 404 on PORT, so that tokens do not travel in the clear by accident; true serves them on PORT too. Without TLS_CERT_FILE they are served on PORT, and start-up warns of it when tokens can be granted (ENTGATE_SES_SIGNING_KEYS is set) and this is false: set it true when TLS ends in front of entgate, at a load balancer.',
+    doc: 'When TLS_CERT_FILE is set, the SES endpoints (`/softwareEntitlements`) are served on HTTPS_PORT only and answer 404 on PORT, so that SES tokens do not travel in the clear by accident; true serves them on PORT too. Without TLS_CERT_FILE they are served on PORT, and start-up warns of it when SES tokens can be granted (ENTGATE_SES_SIGNING_KEYS is set) and this is false: set it true when TLS ends in front of entgate, at a load balancer.',
   },
   auditRetentionDays: {
     env: 'ENTGATE_AUDIT_RETENTION_DAYS',
     default: '90',
     schema: nonNegativeInt(36_500),
-    doc: 'Check, token and lease events older than this many days are deleted, in small batches, about every 10 minutes. 0 keeps them forever.',
+    doc: 'Check, SES token and lease events older than this many days are deleted, in small batches, about every 10 minutes. 0 keeps them forever.',
   },
   guessBudget: {
     env: 'ENTGATE_GUESS_BUDGET',

@@ -1,6 +1,7 @@
 // A licensed worker that holds a floating seat while it works, with entgate's typed client.
 //
 //   entgate pool create render-farm --seats 2 --ttl 30
+//   export ENTGATE_CLIENT_TOKEN=$(entgate credential create render-worker --scope leases:client)   # a client credential
 //   ENTGATE_URL=http://127.0.0.1:8080 node --import tsx examples/lease-client.ts
 //
 // In your own project: `import { LeaseClient, NoSeatAvailableError } from 'entgate'`.

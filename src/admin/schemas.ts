@@ -136,17 +136,17 @@ export const auditQuery = z.strictObject({
   limit: wholeNumber.pipe(z.number().int().min(1).max(1000)).default(100),
 });
 
-/** An admin token's name: what the audit trail shows for everything it does. */
-export const adminTokenCreate = z.strictObject({
+/** An API credential's name: what the audit trail shows for everything it does. */
+export const credentialCreate = z.strictObject({
   name: z
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit'),
   scopes: z.array(z.enum(SCOPES)).min(1).max(SCOPES.length),
   expiresAt: isoTime.optional(),
 });
-export const adminTokenListQuery = z.strictObject({ all: z.enum(['true', 'false']).optional() });
-export const adminTokenRef = z.string().regex(/^(\d{1,15}|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/, 'an admin token id or name');
-export const bootstrapTokenPut = z.strictObject({ enabled: z.boolean() });
+export const credentialListQuery = z.strictObject({ all: z.enum(['true', 'false']).optional() });
+export const credentialRef = z.string().regex(/^(\d{1,15}|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/, 'a credential id or name');
+export const bootstrapCredentialPut = z.strictObject({ enabled: z.boolean() });
 export const adminEventsQuery = z.strictObject({
   cursor: id.optional(),
   after: wholeNumber.pipe(z.number().int().min(0)).optional(),

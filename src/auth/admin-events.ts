@@ -7,11 +7,12 @@ import type { IpRange } from '../lib/ip.ts';
 import type { MatchedRoute } from './scoped-router.ts';
 import type { Principal } from './scopes.ts';
 
-/** One admin write: who (the token's name), what (method, route, target), and the answer's status. */
+/** One admin write: who (the credential's name), what (method, route, target), and the answer's status. */
 export interface AdminEvent {
   occurredAt: Date;
-  /** The token's name (`bootstrap` for ENTGATE_ADMIN_TOKEN); null when no token was accepted. */
+  /** The credential's name (`bootstrap` for ENTGATE_ADMIN_TOKEN); null when no credential was accepted. */
   actor: string | null;
+  /** The stored credential's id (the wire and the column keep the name tokenId / token_id). */
   tokenId: number | null;
   method: string;
   /** The route as declared (`/admin/v1/virtual-keys/:id`), never the raw URL. */
@@ -95,7 +96,7 @@ export function recordAdminWrites(
       return {
         occurredAt: new Date(),
         actor: principal?.name ?? null,
-        tokenId: principal?.tokenId ?? null,
+        tokenId: principal?.credentialId ?? null,
         method: req.method,
         route: matched?.route ?? `${base}/*`,
         target: (res.locals.auditTarget as string | undefined) ?? targetOf(matched?.params),

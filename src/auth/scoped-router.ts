@@ -15,7 +15,7 @@ export type ScopeCheck = RequestHandler & { [ROUTE_SCOPES]: readonly Scope[] };
 
 /**
  * The scope check of one route: 401 when the request carries no authenticated principal
- * (fails closed if authentication was not mounted), 403 `insufficient_scope` when its token
+ * (fails closed if authentication was not mounted), 403 `insufficient_scope` when its credential
  * holds none of `anyOf`; then, for a write, the admin audit's row (503 `audit_unavailable`
  * when it cannot be written, and the handler does not run).
  */
@@ -25,10 +25,10 @@ export function requireScope(anyOf: readonly Scope[]): ScopeCheck {
     const path = (req.route as { path?: unknown } | undefined)?.path;
     res.locals.matchedRoute = { route: `${req.baseUrl}${typeof path === 'string' ? path : ''}`, params: { ...req.params } } satisfies MatchedRoute;
     const principal = res.locals.principal as Principal | undefined;
-    if (!principal) throw new AppError(401, 'unauthorized', 'a valid admin bearer token is required');
+    if (!principal) throw new AppError(401, 'unauthorized', 'a valid API credential is required');
     if (!allows(principal.scopes, anyOf)) {
       res.setHeader('WWW-Authenticate', `Bearer realm="entgate-admin", error="insufficient_scope", scope="${anyOf.join(' ')}"`);
-      throw new AppError(403, 'insufficient_scope', `this token may not do that: it needs one of the scopes ${anyOf.join(', ')}`, {
+      throw new AppError(403, 'insufficient_scope', `this credential may not do that: it needs one of the scopes ${anyOf.join(', ')}`, {
         details: { required: anyOf, held: principal.scopes },
       });
     }

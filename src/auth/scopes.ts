@@ -1,25 +1,26 @@
-/** What an admin token may do. Every admin route states the scopes that may call it. */
+/** What an API credential may do. Every admin route states the scopes that may call it. */
 export const SCOPES = ['read', 'write', 'admin', 'tokens:mint', 'leases', 'leases:client'] as const;
 export type Scope = (typeof SCOPES)[number];
 
+/** What each scope allows, as `entgate credential create --help` lists it. */
 export const SCOPE_DOCS: Record<Scope, string> = {
-  read: 'read entitlements, virtual keys, products, pools, leases, client keys, guessing blocks and the check audit',
-  write: 'everything `read` may, and change entitlements, virtual keys, products and guessing blocks',
-  leases: 'manage floating-lease pools, leases and client signing keys, and read them',
-  'leases:client': 'hold floating leases at /v1/leases as a client (acquire, heartbeat and release its own leases); no admin route',
+  read: 'read entitlements, virtual keys (their lookup too), products, pools, leases, lease events, client keys, guessing blocks and the check audit',
+  write: 'everything `read` may, and change entitlements, virtual keys (the CSV import too) and products, and lift guessing blocks',
+  leases: 'manage pools, leases (force-release) and client keys, and read them and the lease events',
+  'leases:client': 'hold floating leases as a client at /v1/leases (its own leases only); no admin route',
   'tokens:mint': 'mint software entitlement tokens (POST /admin/v1/tokens)',
-  admin: 'everything, and manage admin tokens, the bootstrap token and the admin audit trail',
+  admin: 'everything: every scope, and API credentials, the bootstrap credential and the admin audit trail',
 };
 
-/** Who made an admin request: a stored token, or the bootstrap token from ENTGATE_ADMIN_TOKEN. */
+/** Who made an admin request: a stored API credential, or the bootstrap credential from ENTGATE_ADMIN_TOKEN. */
 export interface Principal {
   name: string;
-  /** The stored token's id; null for the bootstrap token. */
-  tokenId: number | null;
+  /** The stored credential's id (`tokenId` on the wire); null for the bootstrap credential. */
+  credentialId: number | null;
   scopes: readonly Scope[];
 }
 
-/** The scopes a token effectively holds: `admin` holds every scope, `write` holds `read`. */
+/** The scopes a credential effectively holds: `admin` holds every scope, `write` holds `read`. */
 export function effectiveScopes(held: readonly Scope[]): Set<Scope> {
   if (held.includes('admin')) return new Set(SCOPES);
   const out = new Set(held);
@@ -27,7 +28,7 @@ export function effectiveScopes(held: readonly Scope[]): Set<Scope> {
   return out;
 }
 
-/** True when a token holding `held` may call a route that any of `anyOf` may call. */
+/** True when a credential holding `held` may call a route that any of `anyOf` may call. */
 export function allows(held: readonly Scope[], anyOf: readonly Scope[]): boolean {
   const effective = effectiveScopes(held);
   return anyOf.some((s) => effective.has(s));

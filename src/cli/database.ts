@@ -2,7 +2,7 @@ import type { Database } from '../store/db.ts';
 
 /**
  * Runs `fn` on the database itself, for the few commands that cannot go through the admin API
- * (`migrate`, and the ways back in: `admin-token enable-bootstrap`, `key-secret accept`). The
+ * (`migrate`, and the ways back in: `credential enable-bootstrap`, `key-secret accept`). The
  * embedded database only while the server is stopped: PGlite is single-process.
  */
 export async function onDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {

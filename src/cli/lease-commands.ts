@@ -71,7 +71,7 @@ export function addLeaseCommands(program: Command, client: () => AdminClient, ba
       .option('--signed', 'accept only OpenPGP clear-signed requests')
       .option('--unsigned', 'accept unsigned requests too')
       .option('--anonymous', ANONYMOUS)
-      .option('--no-anonymous', 'require a client credential (a leases:client token, a virtual key or a signed request)'),
+      .option('--no-anonymous', 'require a client credential (an API credential with leases:client, a virtual key or a signed request)'),
   ).action(async (name: string, o: PoolFlags & { unsigned?: boolean }) => {
     if (o.signed && o.unsigned) throw new CliError('give --signed or --unsigned, not both');
     const body = poolBody({ ...o, ...(o.unsigned && { signed: false }) });
@@ -164,7 +164,7 @@ export function addLeaseCommands(program: Command, client: () => AdminClient, ba
     .option('--ttl <seconds>', 'lease TTL (default: the pool\'s)', positiveInt('--ttl'))
     .option('--wait <seconds>', 'wait up to this long for a free seat', positiveInt('--wait'))
     .option('--sign-key <file>', 'sign every request with this armored OpenPGP private key (pools that require signed requests)')
-    .option('--token-env <VAR>', 'send the client token (scope leases:client) read from this environment variable', 'ENTGATE_CLIENT_TOKEN')
+    .option('--token-env <VAR>', 'send the client credential (an API credential with scope leases:client) read from this environment variable', 'ENTGATE_CLIENT_TOKEN')
     .argument('<command...>', 'the command and its arguments, after --')
     .passThroughOptions()
     .action(async (command: string[], o: { pool?: string; virtualKeyEnv?: string; clientId?: string; ttl?: number; wait?: number; signKey?: string; tokenEnv: string }) => {

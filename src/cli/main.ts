@@ -4,9 +4,9 @@ import { Command, CommanderError, Option } from 'commander';
 import type { Entitlement, VirtualKey } from '../domain/types.ts';
 import { AdminClient } from './api-client.ts';
 import { addLeaseCommands } from './lease-commands.ts';
-import { addTokenCommands } from './token-commands.ts';
+import { addSesTokenCommands } from './ses-token-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
-import { addAdminTokenCommands } from './admin-token-commands.ts';
+import { addCredentialCommands } from './credential-commands.ts';
 import { addGuessCommands } from './guess-commands.ts';
 import { onDatabase } from './database.ts';
 import { CliError, printJson, printTable } from './output.ts';
@@ -345,9 +345,9 @@ product
   });
 
 addLeaseCommands(program, client, baseUrl, { positiveInt });
-addTokenCommands(program);
+addSesTokenCommands(program);
 addAuditCommands(program, client, positiveInt);
-addAdminTokenCommands(program, client, positiveInt);
+addCredentialCommands(program, client, positiveInt);
 addGuessCommands(program, client);
 
 try {

@@ -62,9 +62,10 @@ export interface LeaseClientOptions {
   /** An armored OpenPGP private key (unencrypted): every request is then clear-signed with it. */
   signingKey?: string;
   /**
-   * A client token (an admin token with the `leases:client` scope), sent as a bearer token with
-   * every request: what a pool that is neither anonymous nor signed needs. Default: the
-   * ENTGATE_CLIENT_TOKEN environment variable; an empty string sends none.
+   * A client credential (an API credential with the `leases:client` scope; the option keeps its
+   * name, as ENTGATE_CLIENT_TOKEN does), sent as a bearer credential with every request: what a
+   * pool that is neither anonymous nor signed needs. Default: the ENTGATE_CLIENT_TOKEN
+   * environment variable; an empty string sends none.
    */
   token?: string;
   /** Per request; default 10 s. */

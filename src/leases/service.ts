@@ -618,7 +618,7 @@ const tokenCredential = (principal: Principal): string => {
   if (!allows(principal.scopes, ['leases:client'])) {
     throw new AppError(403, 'insufficient_scope', 'this token may not hold leases: it needs the leases:client scope');
   }
-  return `token:${principal.tokenId ?? principal.name}`;
+  return `token:${principal.credentialId ?? principal.name}`;
 };
 
 const credentialRequired = (what: string) =>

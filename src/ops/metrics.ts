@@ -9,7 +9,8 @@ export interface MetricSources {
   keyCache: { hits: number; misses: number; size: number };
   chain: { getStats(): ChainStats; resolvers: readonly ChainResolver[] };
   checkEvents: () => CheckEventStats;
-  tokenEvents: () => CheckEventStats;
+  /** The software entitlement token events' writer (metric names keep `token`). */
+  sesTokenEvents: () => CheckEventStats;
   adminEvents: () => CheckEventStats;
   guard: { stats: { blocksStarted: number; answersDelayed: number }; blockedCount: number };
   knex: Knex;
@@ -28,7 +29,7 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly checks: Counter<'decision' | 'reason'>;
   private readonly checkSeconds: Histogram<'decision'>;
-  private readonly tokens: Counter<'operation' | 'outcome'>;
+  private readonly sesTokens: Counter<'operation' | 'outcome'>;
   private readonly adminAuthFailures: Counter<'reason'>;
   private readonly reasons = new Set<string>();
   private readonly checkChildren = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
@@ -55,7 +56,7 @@ export class Metrics {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     });
-    this.tokens = new Counter({
+    this.sesTokens = new Counter({
       name: 'entgate_token_requests_total',
       help: 'Software entitlement (SES) requests by operation and outcome',
       labelNames: ['operation', 'outcome'],
@@ -63,7 +64,7 @@ export class Metrics {
     });
     this.adminAuthFailures = new Counter({
       name: 'entgate_admin_auth_failures_total',
-      help: 'Admin requests refused for their token (missing, unknown_token, expired, revoked, bootstrap_disabled, disabled)',
+      help: 'Admin requests refused for their API credential (missing, unknown_token, expired, revoked, bootstrap_disabled, disabled)',
       labelNames: ['reason'],
       registers,
     });
@@ -124,7 +125,7 @@ export class Metrics {
     });
     for (const [which, read] of [
       ['check', sources.checkEvents],
-      ['token', sources.tokenEvents],
+      ['token', sources.sesTokenEvents],
       ['admin', sources.adminEvents],
     ] as const) {
       const title = { check: 'Check', token: 'Token', admin: 'Admin' }[which];
@@ -206,11 +207,12 @@ export class Metrics {
     child.seconds.observe(e.latencyUs / 1e6);
   }
 
-  observeToken(e: TokenEvent): void {
-    this.tokens.inc({ operation: e.operation, outcome: e.outcome });
+  /** A software entitlement (SES) request's outcome. */
+  observeSesToken(e: TokenEvent): void {
+    this.sesTokens.inc({ operation: e.operation, outcome: e.outcome });
   }
 
-  /** An admin request refused for its token (not for its scope). */
+  /** An admin request refused for its API credential (not for its scope). */
   observeAdminAuthFailure(reason: string): void {
     this.adminAuthFailures.inc({ reason });
   }

@@ -6,7 +6,7 @@ import { EntitlementsRepo } from '../store/entitlements-repo.ts';
 import { AuditRepo } from '../store/audit.ts';
 import { AdminService } from '../admin/service.ts';
 import { adminRoutes } from '../admin/routes.ts';
-import { adminTokenRoutes } from '../admin/token-routes.ts';
+import { credentialRoutes } from '../admin/credential-routes.ts';
 import { guessRoutes } from '../admin/guess-routes.ts';
 import type { ApiCredentials } from './access.ts';
 import type { CheckPart } from './check.ts';
@@ -51,7 +51,7 @@ export function wireAdmin(base: Foundation, pre: Preflight, parts: { check: Chec
     adminRoutes(admin, audit),
     leases.adminRoutes,
     tokens.mintRoutes,
-    adminTokenRoutes(credentials, (q) => listAdminEvents(db.knex, q)),
+    credentialRoutes(credentials, (q) => listAdminEvents(db.knex, q)),
     guessRoutes(check.guessBudgets, (change) => base.bus.publish(change)),
   ];
   return { handlers, audit, events, stats: () => ({ adminEvents: events.getStats() }) };

@@ -24,7 +24,7 @@ export function wireOperations(
     keyCache: check.cache,
     chain: check.chain,
     checkEvents: () => check.events.getStats(),
-    tokenEvents: () => tokens.events.getStats(),
+    sesTokenEvents: () => tokens.events.getStats(),
     adminEvents: () => admin.events.getStats(),
     guard: check.guard,
     knex: db.knex,

@@ -87,7 +87,7 @@ function warn(config: Config, logger: Logger, signingKeys: number): void {
         'A secret held outside the database (a secret store, the environment) is stronger: whoever reads the database cannot then test guesses offline.',
     );
   }
-  if (config.adminToken === undefined) logger.warn('ENTGATE_ADMIN_TOKEN is not set: the admin API accepts only admin tokens created earlier (none at first start)');
+  if (config.adminToken === undefined) logger.warn('ENTGATE_ADMIN_TOKEN is not set: the admin API accepts only API credentials created earlier (none at first start)');
   if (config.guessBudget === 0) logger.warn('ENTGATE_GUESS_BUDGET=0: nothing limits how many virtual keys one address may try');
   if (config.checkAllowedCallers.some((c) => c === '0.0.0.0/0' || c === '::/0')) {
     logger.warn(

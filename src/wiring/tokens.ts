@@ -40,7 +40,7 @@ export function wireTokens(base: Foundation, pre: Preflight, leases: LeasesPart,
     events: {
       record: (event: TokenEvent) => {
         events.record(event);
-        metrics.observeToken(event);
+        metrics.observeSesToken(event);
       },
     },
     logger,

@@ -245,8 +245,8 @@ const ZOD_BODIES: Record<string, z.ZodType> = {
   'PATCH /admin/v1/pools/{}': leases.poolPatch,
   'POST /admin/v1/client-keys': leases.clientKeyCreate,
   'POST /admin/v1/tokens': mintBody,
-  'POST /admin/v1/admin-tokens': admin.adminTokenCreate,
-  'PUT /admin/v1/bootstrap-token': admin.bootstrapTokenPut,
+  'POST /admin/v1/admin-tokens': admin.credentialCreate,
+  'PUT /admin/v1/bootstrap-token': admin.bootstrapCredentialPut,
 };
 const ZOD_QUERIES: Record<string, z.ZodType> = {
   'GET /admin/v1/virtual-keys': admin.virtualKeyListQuery,
@@ -254,7 +254,7 @@ const ZOD_QUERIES: Record<string, z.ZodType> = {
   'GET /admin/v1/lease-events': leases.leaseEventsQuery,
   'DELETE /admin/v1/pools/{}': leases.poolDeleteQuery,
   'GET /admin/v1/client-keys': leases.clientKeyListQuery,
-  'GET /admin/v1/admin-tokens': admin.adminTokenListQuery,
+  'GET /admin/v1/admin-tokens': admin.credentialListQuery,
   'GET /admin/v1/admin-events': admin.adminEventsQuery,
 };
 

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { cliServerFixture, runCli } from '../helpers/process.ts';
 
-/** The CLI's admin-token, audit admin and blocks commands against `entgate serve` as a real process. */
+/** The CLI's credential (and deprecated admin-token), audit admin and blocks commands against `entgate serve` as a real process. */
 describe('entgate CLI: admin tokens and guessing blocks', () => {
   const fx = cliServerFixture();
   const { cli, check } = fx;
@@ -18,7 +18,7 @@ describe('entgate CLI: admin tokens and guessing blocks', () => {
     assert.equal((await runCli(['entitlement', 'list'], reader)).code, 0);
     const refused = await runCli(['entitlement', 'add', '--server', 'x.example.com', '--key', 'k'], reader);
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /^entgate: this token may not do that: it needs one of the scopes write \(insufficient_scope\)\n$/);
+    assert.match(refused.stderr, /^entgate: this credential may not do that: it needs one of the scopes write \(insufficient_scope\)\n$/);
 
     const admin = (await cli('admin-token', 'create', 'cli-admin', '--scope', 'admin')).stdout.trim();
     const asAdmin = { ...fx.env, ENTGATE_ADMIN_TOKEN: admin };
@@ -46,6 +46,57 @@ describe('entgate CLI: admin tokens and guessing blocks', () => {
         ['PUT', '/admin/v1/bootstrap-token', 200],
       ],
     );
+  });
+
+  it('manages API credentials as `entgate credential`, and keeps `entgate admin-token` working with a deprecation line', async () => {
+    const DEPRECATED = "entgate: 'admin-token' is deprecated; use 'entgate credential'\n";
+    const help = await cli('--help');
+    assert.match(help.stdout, /^  credential /m);
+    assert.doesNotMatch(help.stdout, /admin-token/, 'the deprecated spelling is hidden from the help');
+
+    const made = await cli('credential', 'create', 'cred-reader', '--scope', 'read', 'leases');
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /^egt_[A-Za-z0-9_-]{43}\n$/);
+    assert.match(made.stderr, /^credential \d+ 'cred-reader' \(read, leases\): shown once, store it now\n$/);
+    const reader = { ...fx.env, ENTGATE_ADMIN_TOKEN: made.stdout.trim() };
+    const who = await runCli(['credential', 'whoami'], reader);
+    assert.deepEqual([who.code, who.stdout, who.stderr], [0, 'cred-reader: read, leases\n', '']);
+    assert.equal((await runCli(['entitlement', 'list'], reader)).code, 0);
+
+    const listed = await cli('credential', 'list');
+    assert.deepEqual([listed.code, listed.stderr], [0, '']);
+    assert.match(listed.stdout, /^id\s+name\s+scopes\s+hint\s+createdBy/);
+    assert.match(listed.stdout, /\n\d+\s+cred-reader\s+read leases\s+egt_/);
+    const json = await cli('credential', 'list', '--json');
+    const row = (JSON.parse(json.stdout) as { name: string; token?: string }[]).find((c) => c.name === 'cred-reader');
+    assert.ok(row);
+    assert.equal(row.token, undefined, 'never the credential itself');
+    assert.deepEqual((await cli('credential', 'bootstrap')).stdout, 'bootstrap credential: enabled\n');
+
+    // The deprecated spelling: the same answer on stdout, the same exit code, one line more on stderr.
+    const old = await cli('admin-token', 'list');
+    assert.deepEqual([old.code, old.stdout, old.stderr], [0, listed.stdout, DEPRECATED]);
+    const oldJson = await cli('admin-token', 'list', '--json');
+    assert.deepEqual([oldJson.code, oldJson.stdout, oldJson.stderr], [0, json.stdout, DEPRECATED]);
+    const oldWho = await runCli(['admin-token', 'whoami'], reader);
+    assert.deepEqual([oldWho.code, oldWho.stdout, oldWho.stderr], [0, 'cred-reader: read, leases\n', DEPRECATED]);
+    const oldBootstrap = await cli('admin-token', 'bootstrap');
+    assert.deepEqual([oldBootstrap.code, oldBootstrap.stdout, oldBootstrap.stderr], [0, 'bootstrap token: enabled\n', DEPRECATED]);
+    const usage = await cli('admin-token', 'create', 'no-scope');
+    assert.equal(usage.code, 2, 'a usage error exits 2, as before');
+    assert.equal(usage.stdout, '');
+    assert.equal(usage.stderr, `error: required option '--scope <scope...>' not specified\n${DEPRECATED}`);
+
+    const revoked = await cli('credential', 'revoke', 'cred-reader');
+    assert.deepEqual([revoked.code, revoked.stdout, revoked.stderr], [0, '', '']);
+    const refused = await runCli(['entitlement', 'list'], reader);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^entgate: a valid API credential is required \(unauthorized\)\n$/);
+    const again = await cli('credential', 'revoke', 'cred-reader');
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /^entgate: live credential cred-reader not found \(not_found\)\n$/);
+    const all = JSON.parse((await cli('credential', 'list', '--all', '--json')).stdout) as { name: string; revokedAt: string | null }[];
+    assert.ok(all.some((c) => c.name === 'cred-reader' && c.revokedAt !== null));
   });
 
   it('lists and clears a guessing block', async () => {

@@ -212,10 +212,47 @@ describe('entgate CLI against a running server', () => {
     }
   });
 
+  it('mints and verifies software entitlement tokens as `entgate ses-token`, and keeps `entgate token` working with a deprecation line', async () => {
+    const DEPRECATED = "entgate: 'token' is deprecated; use 'entgate ses-token'\n";
+    const help = await cli('--help');
+    assert.match(help.stdout, /^  ses-token /m);
+    assert.doesNotMatch(help.stdout, /^  token /m, 'the deprecated spelling is hidden from the help');
+    const keys = join(fx.dir, 'ses-keys');
+    const generated = await runCli(['keys', 'generate', keys], {});
+    assert.equal(generated.code, 0, generated.stderr);
+    assert.match(generated.stdout, /\(ses-token mint --sign\)/);
+    const mintArgs = ['--application-id', 'contosoapp,fabrikam', '--address', '127.0.0.1', '--sign', join(keys, 'signing-key.pem'), '--encrypt', join(keys, 'encryption-cert.pem')];
+    const verifyArgs = ['--address', '127.0.0.1', '--signing-key', join(keys, 'signing-cert.pem'), '--decryption-key', join(keys, 'encryption-key.pem')];
+
+    const minted = await runCli(['ses-token', 'mint', ...mintArgs], {});
+    assert.deepEqual([minted.code, minted.stderr], [0, '']);
+    assert.match(minted.stdout, /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}\n$/, 'one encrypted JWT (JWE compact: five parts)');
+    const sesToken = minted.stdout.trim();
+    const verified = await runCli(['ses-token', 'verify', sesToken, '--application-id', 'fabrikam', ...verifyArgs], {});
+    assert.deepEqual([verified.code, verified.stderr], [0, '']);
+    assert.match(verified.stdout, /^entitled: token token-[0-9a-f-]{36} grants fabrikam from 127\.0\.0\.1 until /);
+    const denied = await runCli(['ses-token', 'verify', sesToken, '--application-id', 'other', ...verifyArgs], {});
+    assert.deepEqual([denied.code, denied.stdout, denied.stderr], [3, 'denied: the token does not name application other\n', '']);
+    const file = join(fx.dir, 'ses-token.jwt');
+    assert.deepEqual((await runCli(['ses-token', 'mint', ...mintArgs, '--token-file', file], {})).stdout, '');
+    assert.equal((await runCli(['ses-token', 'verify', '--token-file', file, '--application-id', 'contosoapp', ...verifyArgs], {})).code, 0);
+    assert.equal((await runCli(['ses-token', 'generate', ...mintArgs], {})).code, 2, '`generate` is the deprecated group\'s name only');
+
+    // The deprecated spelling: the same answers on stdout, the same exit codes, one line more on stderr.
+    const old = await runCli(['token', 'generate', ...mintArgs], {});
+    assert.deepEqual([old.code, old.stderr], [0, DEPRECATED]);
+    assert.match(old.stdout, /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}\n$/);
+    const oldVerified = await runCli(['token', 'verify', old.stdout.trim(), '--application-id', 'fabrikam', ...verifyArgs], {});
+    assert.deepEqual([oldVerified.code, oldVerified.stderr], [0, DEPRECATED]);
+    assert.match(oldVerified.stdout, /^entitled: token token-[0-9a-f-]{36} grants fabrikam from 127\.0\.0\.1 until /);
+    const oldDenied = await runCli(['token', 'verify', sesToken, '--application-id', 'other', ...verifyArgs], {});
+    assert.deepEqual([oldDenied.code, oldDenied.stdout, oldDenied.stderr], [3, denied.stdout, DEPRECATED]);
+  });
+
   it('reports a wrong token or an unreachable server clearly', async () => {
     const wrong = await runCli(['entitlement', 'list'], { ENTGATE_URL: fx.server.url, ENTGATE_ADMIN_TOKEN: 'not-the-right-token' });
     assert.notEqual(wrong.code, 0);
-    assert.match(wrong.stderr, /^entgate: a valid admin bearer token is required \(unauthorized\)\n$/);
+    assert.match(wrong.stderr, /^entgate: a valid API credential is required \(unauthorized\)\n$/);
     const down = await runCli(['entitlement', 'list'], { ...fx.env, ENTGATE_URL: 'http://127.0.0.1:9' });
     assert.notEqual(down.code, 0);
     assert.match(down.stderr, /^entgate: cannot reach entgate at http:\/\/127\.0\.0\.1:9: ECONNREFUSED\n$/);

@@ -6,7 +6,7 @@ import { databaseTargets } from '../helpers/databases.ts';
 import { serviceFixture, startTestService, AUTH } from '../helpers/service.ts';
 import { routeTable } from '../../src/http/route-table.ts';
 import { SCOPES, allows, type Scope } from '../../src/auth/scopes.ts';
-import { enableBootstrapToken } from '../../src/auth/tokens.ts';
+import { enableBootstrapCredential } from '../../src/auth/credentials.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
@@ -176,9 +176,9 @@ for (const target of databaseTargets) {
 
       // The way back in when every admin token is lost: on the database directly.
       await api().put('/admin/v1/bootstrap-token').set(bearer(admin)).send({ enabled: false }).expect(200);
-      assert.equal(await enableBootstrapToken(fixture.svc.db.knex), true);
+      assert.equal(await enableBootstrapCredential(fixture.svc.db.knex), true);
       await api().get('/admin/v1/entitlements').set(AUTH).expect(200);
-      assert.equal(await enableBootstrapToken(fixture.svc.db.knex), false);
+      assert.equal(await enableBootstrapCredential(fixture.svc.db.knex), false);
     });
 
     it('every admin write is audited with the token name, refused ones too; reads and bodies are not', async () => {

@@ -4,12 +4,13 @@ import type { Command } from 'commander';
 import { parseIp } from '../lib/ip.ts';
 import { ConfigError } from '../lib/errors.ts';
 import { SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from '../ses/defaults.ts';
+import { deprecatedGroup } from './deprecated.ts';
 import { CliError } from './output.ts';
 
 // The crypto (jose; node-forge, for certificates only) is loaded by the commands that use it,
 // each loading only its own, so that the rest of the CLI starts fast.
 
-/** `entgate token verify` exits with this when the token does not entitle (0 when it does). */
+/** `entgate ses-token verify` exits with this when the token does not entitle (0 when it does). */
 export const EXIT_DENIED = 3;
 
 const list = (value: string) =>
@@ -55,12 +56,46 @@ function readToken(token: string | undefined, file: string | undefined): string 
   }
 }
 
-/** `entgate token generate|verify`, `entgate keys generate`, `entgate dev-certs`: the sestest jobs. */
-export function addTokenCommands(program: Command): void {
-  const token = program.command('token').description('software entitlement tokens (Azure Batch SES): mint and verify, offline');
+/**
+ * `entgate ses-token mint|verify`, `entgate keys generate`, `entgate dev-certs`: the sestest jobs;
+ * and `entgate token generate|verify`, the deprecated spelling of `ses-token`.
+ */
+export function addSesTokenCommands(program: Command): void {
+  addGroup(program.command('ses-token').description('software entitlement tokens (Azure Batch SES): mint and verify, offline'), 'mint');
+  addGroup(deprecatedGroup(program, 'token', 'ses-token'), 'generate');
 
-  token
-    .command('generate')
+  program
+    .command('keys')
+    .description('key pairs for signing and encrypting software entitlement tokens')
+    .command('generate <dir>')
+    .description('write a signing and an encryption key pair, each with a self-signed certificate')
+    .action(async (dir: string) => {
+      const { createTokenKeys } = await import('../ses/certs.ts');
+      const f = createTokenKeys(dir);
+      process.stdout.write(
+        `token signing:    ${f.signingKey} (ses-token mint --sign), ${f.signingCert} (ENTGATE_SES_SIGNING_KEYS)\n` +
+          `token encryption: ${f.encryptionCert} (ses-token mint --encrypt), ${f.encryptionKey} (ENTGATE_SES_DECRYPTION_KEYS)\n`,
+      );
+    });
+
+  program
+    .command('dev-certs <dir>')
+    .description('write a local root CA, an intermediate and a server certificate for localhost/127.0.0.1, for HTTPS tests')
+    .action(async (dir: string) => {
+      const { createDevCertificates } = await import('../ses/certs.ts');
+      const c = createDevCertificates(dir);
+      process.stdout.write(
+        `TLS_CERT_FILE=${c.chainFile}\nTLS_KEY_FILE=${c.keyFile}\n` +
+          `root CA (trust it in the client): ${c.rootFile}\n` +
+          `intermediate to pin: thumbprint ${c.intermediateThumbprint}, common name "${c.intermediateCommonName}"\n`,
+      );
+    });
+}
+
+/** The mint and verify commands of a group; `mint` names the first (`generate` under the deprecated `token`). */
+function addGroup(group: Command, mint: 'mint' | 'generate'): void {
+  group
+    .command(mint)
     .description('mint a token, as sestest generate does; prints it (or writes --token-file)')
     .requiredOption('--application-id <ids>', 'application ids the token entitles, comma-separated', list)
     .option('--address <ips>', "addresses it may be used from, comma-separated (default: this machine's)", list)
@@ -109,7 +144,7 @@ export function addTokenCommands(program: Command): void {
       else process.stdout.write(`${minted}\n`);
     });
 
-  token
+  group
     .command('verify [token]')
     .description(`check a token as the server would; prints the decision (exit 0 entitled, ${EXIT_DENIED} denied)`)
     .option('--token-file <path>', 'read the token from this file')
@@ -161,33 +196,6 @@ export function addTokenCommands(program: Command): void {
       process.stdout.write(
         `entitled: token ${c.id} grants ${o.applicationId} from ${caller.toString()} until ${c.expires.toISOString()}` +
           `${c.vmid !== null ? ` (vmid ${c.vmid})` : ''}\n`,
-      );
-    });
-
-  program
-    .command('keys')
-    .description('key pairs for signing and encrypting tokens')
-    .command('generate <dir>')
-    .description('write a signing and an encryption key pair, each with a self-signed certificate')
-    .action(async (dir: string) => {
-      const { createTokenKeys } = await import('../ses/certs.ts');
-      const f = createTokenKeys(dir);
-      process.stdout.write(
-        `token signing:    ${f.signingKey} (token generate --sign), ${f.signingCert} (ENTGATE_SES_SIGNING_KEYS)\n` +
-          `token encryption: ${f.encryptionCert} (token generate --encrypt), ${f.encryptionKey} (ENTGATE_SES_DECRYPTION_KEYS)\n`,
-      );
-    });
-
-  program
-    .command('dev-certs <dir>')
-    .description('write a local root CA, an intermediate and a server certificate for localhost/127.0.0.1, for HTTPS tests')
-    .action(async (dir: string) => {
-      const { createDevCertificates } = await import('../ses/certs.ts');
-      const c = createDevCertificates(dir);
-      process.stdout.write(
-        `TLS_CERT_FILE=${c.chainFile}\nTLS_KEY_FILE=${c.keyFile}\n` +
-          `root CA (trust it in the client): ${c.rootFile}\n` +
-          `intermediate to pin: thumbprint ${c.intermediateThumbprint}, common name "${c.intermediateCommonName}"\n`,
       );
     });
 }
