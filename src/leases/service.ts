@@ -9,7 +9,8 @@ import { allows, type Principal } from '../admin/scopes.ts';
 import type { VirtualKey } from '../domain/types.ts';
 import type { VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
 import { compileCidrs, ipInRanges, parseIp } from '../domain/ip.ts';
-import type { ClientKey, Lease, LeaseEvent, LeasesRepo, Pool, PoolInput } from './repo.ts';
+import type { AcquireTarget, ClientKey, Lease, LeaseEvent, LeasesRepo, Pool, PoolInput } from './repo.ts';
+import { ownerOfNewPool, poolNameOf } from './pool-kinds.ts';
 import { defaultHeartbeatInterval, endedAs, heartbeatFor, resolveTtl, retryAfterSeconds } from './rules.ts';
 import { parseSignedRequest, readPublicKey, verifySignedRequest, type SignedRequest } from './signed-request.ts';
 import type { AcquireBody, PoolCreate, PoolPatch } from './schemas.ts';
@@ -118,12 +119,21 @@ export class LeaseService {
     const body = parse(payload);
     let virtualKey: { id: number; seats: number } | undefined;
     if (body.virtualKey !== undefined) virtualKey = await this.virtualKeyPool(body.virtualKey, ctx.clientAddress);
-    const poolName = virtualKey ? `vk-${virtualKey.id}` : body.pool!;
-    const known = await this.repo.getPool(poolName);
+    const target: AcquireTarget = virtualKey
+      ? {
+          kind: 'virtual_key',
+          virtualKeyId: virtualKey.id,
+          name: poolNameOf({ kind: 'virtual_key', virtualKeyId: virtualKey.id }),
+          seats: virtualKey.seats,
+          defaults: this.virtualKeyPoolDefaults(),
+        }
+      : { kind: 'named', name: body.pool! };
+    const poolName = target.name;
+    const known = await this.repo.poolOf(target);
     if (!known && !virtualKey) throw new NotFoundError(`pool ${poolName}`);
     // A virtual key's pool is reached with the key, an SES application's through the SES
     // protocol with a token: never by name, which would skip what guards them.
-    if (!virtualKey && known && (known.virtualKeyId !== null || isSesPool(known.name))) {
+    if (known && known.kind !== target.kind) {
       throw new AppError(403, 'not_entitled', `pool ${poolName} is not acquired by name`);
     }
     // Before a stored answer is replayed: it holds the lease id.
@@ -146,9 +156,6 @@ export class LeaseService {
 
     // Keys are scoped to the pool and client, so two clients that pick the same key never meet.
     return this.write(idempotency(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed), async (db) => {
-      const target = virtualKey
-        ? { virtualKeyId: virtualKey.id, seats: virtualKey.seats, defaults: this.virtualKeyPoolDefaults() }
-        : { pool: poolName };
       const result = await this.repo.acquire(db, target, {
         clientId: body.clientId,
         ttlSeconds: body.ttlSeconds,
@@ -159,6 +166,8 @@ export class LeaseService {
       switch (result.outcome) {
         case 'no_pool':
           throw new NotFoundError(`pool ${poolName}`);
+        case 'other_kind':
+          throw new AppError(403, 'not_entitled', `pool ${poolName} is not acquired by name`);
         case 'ttl_too_long':
           throw new ValidationError(`invalid request body: ttlSeconds must be a whole number from 1 to ${result.pool.maxTtlSeconds} for this pool`);
         case 'full':
@@ -180,7 +189,7 @@ export class LeaseService {
     const replayed = await this.storedAnswer(ctx, `POST /v1/leases/${id}/heartbeat`, payload, signed);
     if (replayed) return replayed;
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
-    if (found.pool.virtualKeyId !== null && !(await this.virtualKeyStillHoldsLeases(found.pool.virtualKeyId))) {
+    if (found.pool.kind === 'virtual_key' && !(await this.virtualKeyStillHoldsLeases(found.pool.virtualKeyId!))) {
       // The key was revoked, suspended, expired or lost its leases: its leases end at their next heartbeat.
       await this.repo.release(this.knex, id, 'virtual_key_not_entitled', ctx.clientAddress);
       throw new AppError(410, 'lease_revoked', 'the virtual key no longer holds floating leases; the lease has ended');
@@ -220,10 +229,11 @@ export class LeaseService {
   // ---- administration ------------------------------------------------------------------
 
   async createPool(input: PoolCreate): Promise<ReturnType<typeof poolView>> {
-    if (input.anonymous && isSesPool(input.name)) throw notAnonymous(input.name);
+    const owner = ownerOfNewPool(input.name);
+    if (input.anonymous && owner.kind !== 'named') throw notAnonymous(input.name);
     const limits = this.completePool(input);
     try {
-      return poolView(await this.repo.createPool(input.name, limits));
+      return poolView(await this.repo.createPool(input.name, owner, limits));
     } catch (err) {
       if ((err as { code?: string }).code === '23505') throw new ConflictError('pool_exists', `pool ${input.name} already exists`);
       throw err;
@@ -232,12 +242,12 @@ export class LeaseService {
 
   async updatePool(name: string, patch: PoolPatch): Promise<ReturnType<typeof poolView>> {
     const current = (await this.repo.getPool(name)) ?? notFoundPool(name);
-    if (patch.seats !== undefined && current.virtualKeyId !== null) {
+    if (patch.seats !== undefined && current.kind === 'virtual_key') {
       throw new ValidationError(
         `the seats of pool ${name} follow virtual key ${current.virtualKeyId}: change its maxConcurrentLeases instead`,
       );
     }
-    if (patch.anonymous && (current.virtualKeyId !== null || isSesPool(name))) throw notAnonymous(name);
+    if (patch.anonymous && current.kind !== 'named') throw notAnonymous(name);
     const merged = { ...current, ...definedOnly(patch) };
     checkPoolLimits(merged);
     return poolView((await this.repo.updatePool(name, definedOnly(patch))) ?? notFoundPool(name));
@@ -298,7 +308,7 @@ export class LeaseService {
 
   /** Logs, at start, the pools anyone who reaches /v1 may take seats of. */
   async warnAboutAnonymousPools(): Promise<void> {
-    const names = (await this.knex('lease_pools').where({ anonymous: true }).orderBy('name').pluck('name')) as string[];
+    const names = await this.repo.anonymousPoolNames();
     if (names.length === 0) return;
     this.logger.warn(
       { pools: names },
@@ -585,9 +595,6 @@ function noSeat(pool: Pick<Pool, 'name' | 'seats'>, state: { inUse: number; earl
     },
   };
 }
-
-/** Pools the SES protocol acquires from (`ses-<application>`): their seats are not for /v1 clients. */
-export const isSesPool = (name: string) => name.startsWith('ses-');
 
 function checkPoolLimits(p: Omit<PoolInput, 'seats'>): void {
   if (p.anonymous && p.requireSignedRequests) {

@@ -4,6 +4,7 @@ import type { Logger } from '../logger.ts';
 import type { IpAddress } from '../domain/ip.ts';
 import type { LeasesRepo } from '../leases/repo.ts';
 import { endedAs } from '../leases/rules.ts';
+import { poolNameOf } from '../leases/pool-kinds.ts';
 import { decideGrant, type TokenVerifier } from './verifier.ts';
 
 /** The api-versions of the reference, by what they do. */
@@ -69,12 +70,19 @@ export const VMID_NAMESPACE = '27bb05f3-5f97-4799-8662-4e9b3aa68381';
  */
 export const vmidOf = (claims: { id: string; vmid: string | null }): string => claims.vmid ?? nameBasedUuid(VMID_NAMESPACE, claims.id);
 
-/** Application ids become pool names: `ses-<id>` when the id is plain, else `ses-<hash>`. */
-export function poolOfApplication(applicationId: string): string {
+/**
+ * The application whose seats a pool holds, as lease pools record it: the id in lower case when
+ * it is plain (and short enough to name the pool), else the first 32 hex digits of its SHA-256.
+ */
+export function applicationOf(applicationId: string): string {
   const id = applicationId.toLowerCase();
-  if (/^[a-z0-9][a-z0-9._-]{0,58}$/.test(id)) return `ses-${id}`;
-  return `ses-${createHash('sha256').update(id).digest('hex').slice(0, 32)}`;
+  if (/^[a-z0-9][a-z0-9._-]{0,58}$/.test(id)) return id;
+  return createHash('sha256').update(id).digest('hex').slice(0, 32);
 }
+
+/** The name of an application's pool, as admins see it: `ses-<id>` when the id is plain, else `ses-<hash>`. */
+export const poolOfApplication = (applicationId: string): string =>
+  poolNameOf({ kind: 'ses_application', application: applicationOf(applicationId) });
 
 export interface SesServiceDeps {
   verifier: TokenVerifier;
@@ -133,7 +141,9 @@ export class SesService {
     const result = await this.deps.repo.acquire(
       this.knex,
       {
-        pool: poolOfApplication(body.applicationId),
+        kind: 'ses_application',
+        application: applicationOf(body.applicationId),
+        name: poolOfApplication(body.applicationId),
         create: { seats: 1_000_000, defaultTtlSeconds: 300, maxTtlSeconds: MAX_DURATION_SECONDS, heartbeatIntervalSeconds: 100, requireSignedRequests: false, anonymous: false },
       },
       {
@@ -147,6 +157,7 @@ export class SesService {
     );
     if (result.outcome === 'no_pool') throw new Error(`pool ${poolOfApplication(body.applicationId)} vanished while acquiring`);
     // Each acquire names a fresh clientId, so no live lease can hold it.
+    if (result.outcome === 'other_kind') throw new Error(`the pool of application ${body.applicationId} is of another kind`);
     if (result.outcome === 'client_id_in_use') throw new Error(`a fresh SES clientId was already in use in ${result.pool.name}`);
     if (result.outcome === 'ttl_too_long') {
       audit('invalid', `duration over the pool's maximum of ${result.pool.maxTtlSeconds} s`, claims.id);
@@ -167,7 +178,7 @@ export class SesService {
       this.record({ operation: 'renew', apiVersion, tokenId: null, applicationId: null, caller, outcome, reason, entitlementId: id, started });
     return this.knex.transaction(async (trx) => {
       const found = await this.deps.repo.getLease(id, trx);
-      if (!found || !found.pool.name.startsWith('ses-')) {
+      if (!found || found.pool.kind !== 'ses_application') {
         audit('not_found', null);
         return sesError(404, 'NotFound', `Entitlement ${id} was not found.`);
       }
@@ -193,7 +204,7 @@ export class SesService {
     const audit = (outcome: TokenEvent['outcome']) =>
       this.record({ operation: 'release', apiVersion, tokenId: null, applicationId: null, caller, outcome, reason: null, entitlementId: id, started });
     const found = await this.deps.repo.getLease(id);
-    if (!found || !found.pool.name.startsWith('ses-')) {
+    if (!found || found.pool.kind !== 'ses_application') {
       audit('not_found');
       return sesError(404, 'NotFound', `Entitlement ${id} was not found.`);
     }
