@@ -446,6 +446,34 @@ export class LeasesRepo {
     return { expired, deleted };
   }
 
+  /** What is kept for an Idempotency-Key in its scope (status 0: its first request is being answered). */
+  async idempotencyRecord(db: Knex | Knex.Transaction, scope: string, key: string): Promise<IdempotencyRecord | undefined> {
+    const row = (await db('idempotency_keys').where({ scope, key }).first()) as { request_hash: string; status: number; body: unknown } | undefined;
+    return row && { requestHash: row.request_hash, status: row.status, body: row.body };
+  }
+
+  /**
+   * Claims an Idempotency-Key for a request in `trx`: false when another request holds it (this
+   * waits for that one's transaction) or held it.
+   */
+  async claimIdempotencyKey(trx: Knex.Transaction, scope: string, key: string, requestHash: string): Promise<boolean> {
+    const claimed = rowsOf(
+      await trx.raw('insert into idempotency_keys (scope, key, request_hash, status) values (?, ?, ?, 0) on conflict do nothing returning 1', [
+        scope,
+        key,
+        requestHash,
+      ]),
+    );
+    return claimed.length > 0;
+  }
+
+  /** Keeps the answer to a claimed key, or with none frees the key (a refusal is not kept). */
+  async settleIdempotencyKey(trx: Knex.Transaction, scope: string, key: string, answer: { status: number; body?: unknown } | undefined): Promise<void> {
+    const where = { scope, key };
+    if (answer) await trx('idempotency_keys').where(where).update({ status: answer.status, body: answer.body === undefined ? null : JSON.stringify(answer.body) });
+    else await trx('idempotency_keys').where(where).delete();
+  }
+
   async addClientKey(clientId: string, fingerprint: string, publicKey: string): Promise<ClientKey> {
     const [row] = await this.knex('client_keys').insert({ client_id: clientId, fingerprint, public_key: publicKey }).returning('*');
     return toClientKey(row as ClientKeyRow);
@@ -476,6 +504,12 @@ export class LeasesRepo {
     );
     return rows.length > 0;
   }
+}
+
+export interface IdempotencyRecord {
+  requestHash: string;
+  status: number;
+  body: unknown;
 }
 
 export interface ClientKey {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -14,6 +13,7 @@ import { ownerOfNewPool, poolNameOf } from './pool-kinds.ts';
 import { defaultHeartbeatInterval, endedAs, heartbeatFor, resolveTtl, retryAfterSeconds } from './rules.ts';
 import { parseSignedRequest, readPublicKey, verifySignedRequest, type SignedRequest } from './signed-request.ts';
 import type { AcquireBody, PoolCreate, PoolPatch } from './schemas.ts';
+import { Idempotency, requestHashOf, type IdempotencyKey, type Replayed } from './idempotency.ts';
 
 export interface LeaseServiceOptions {
   defaultTtlSeconds: number;
@@ -51,14 +51,6 @@ export interface LeaseRequestContext {
   /** Who the Authorization header names (authenticated on first call; 401 for a bad token); undefined without one. */
   principal: () => Promise<Principal | undefined>;
 }
-
-interface Idempotency {
-  scope: string;
-  key: string;
-  requestHash: string;
-}
-
-const rowsOf = <T>(result: unknown) => (result as { rows: T[] }).rows;
 
 export function leaseView(lease: Lease, pool: Pool) {
   return {
@@ -98,6 +90,7 @@ export function poolView(pool: Pool) {
 export class LeaseService {
   private tidyTimer: NodeJS.Timeout | undefined;
   private tidying: Promise<unknown> | undefined;
+  private readonly idempotency: Idempotency;
 
   constructor(
     private readonly repo: LeasesRepo,
@@ -106,7 +99,9 @@ export class LeaseService {
     private readonly options: LeaseServiceOptions,
     private readonly logger: Logger,
     private readonly guessing: LeaseGuessing = { guard: undefined, recordEvent: () => {} },
-  ) {}
+  ) {
+    this.idempotency = new Idempotency(repo);
+  }
 
   private get knex(): Knex {
     return this.repo.knex;
@@ -138,8 +133,11 @@ export class LeaseService {
     }
     // Before a stored answer is replayed: it holds the lease id.
     const credential = virtualKey ? `vk:${virtualKey.id}` : await this.clientCredential(known!, signed, body.clientId, ctx);
-    const replayed = await this.storedAnswer(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed);
-    if (replayed) return replayed;
+    // Keys are scoped to the pool and client, so two clients that pick the same key never meet.
+    const scope = `POST /v1/leases ${poolName} ${body.clientId}`;
+    const idem = idempotencyKey(ctx, payload, signed);
+    const replayed = idem && (await this.idempotency.replay(scope, idem));
+    if (replayed) return replayedResult(replayed);
     // A virtual key's pool is made on first use, unsigned; a signed request to it is checked all the same.
     await this.authenticate(known ?? ({ name: poolName, requireSignedRequests: false } as Pool), signed, body.clientId);
     const ttlProblem = known ? resolveTtl(body.ttlSeconds, known) : undefined;
@@ -154,8 +152,7 @@ export class LeaseService {
       }
     }
 
-    // Keys are scoped to the pool and client, so two clients that pick the same key never meet.
-    return this.write(idempotency(ctx, `POST /v1/leases ${poolName} ${body.clientId}`, payload, signed), async (db) => {
+    return this.write(scope, idem, async (db) => {
       const result = await this.repo.acquire(db, target, {
         clientId: body.clientId,
         ttlSeconds: body.ttlSeconds,
@@ -186,8 +183,10 @@ export class LeaseService {
     const found = await this.repo.getLease(id);
     if (!found) throw new NotFoundError(`lease ${id}`);
     await this.checkHolder(found.lease, ctx, signed, body.virtualKey);
-    const replayed = await this.storedAnswer(ctx, `POST /v1/leases/${id}/heartbeat`, payload, signed);
-    if (replayed) return replayed;
+    const scope = `POST /v1/leases/${id}/heartbeat`;
+    const idem = idempotencyKey(ctx, payload, signed);
+    const replayed = idem && (await this.idempotency.replay(scope, idem));
+    if (replayed) return replayedResult(replayed);
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
     if (found.pool.kind === 'virtual_key' && !(await this.virtualKeyStillHoldsLeases(found.pool.virtualKeyId!))) {
       // The key was revoked, suspended, expired or lost its leases: its leases end at their next heartbeat.
@@ -196,7 +195,7 @@ export class LeaseService {
     }
     const ttl = resolveTtl(body.ttlSeconds, found.pool, found.lease.ttlSeconds);
     if ('problem' in ttl) throw new ValidationError(`invalid request body: ${ttl.problem}`);
-    return this.write(idempotency(ctx, `POST /v1/leases/${id}/heartbeat`, payload, signed), async (trx) => {
+    return this.write(scope, idem, async (trx) => {
       const renewed = await this.repo.renew(trx, id, ttl.ttlSeconds, ctx.clientAddress);
       if (renewed) return { status: 200, body: leaseView(renewed, found.pool) };
       const now = await this.repo.getLease(id, trx);
@@ -217,10 +216,12 @@ export class LeaseService {
     const found = await this.repo.getLease(id);
     if (!found) throw new NotFoundError(`lease ${id}`);
     await this.checkHolder(found.lease, ctx, signed, body.virtualKey);
-    const replayed = await this.storedAnswer(ctx, `DELETE /v1/leases/${id}`, payload, signed);
-    if (replayed) return replayed;
+    const scope = `DELETE /v1/leases/${id}`;
+    const idem = idempotencyKey(ctx, payload, signed);
+    const replayed = idem && (await this.idempotency.replay(scope, idem));
+    if (replayed) return replayedResult(replayed);
     await this.authenticate(found.pool, signed, found.lease.clientId, { leaseId: id, given: body.leaseId });
-    return this.write(idempotency(ctx, `DELETE /v1/leases/${id}`, payload, signed), async (trx) => {
+    return this.write(scope, idem, async (trx) => {
       await this.repo.release(trx, id, null, ctx.clientAddress);
       return { status: 204 };
     });
@@ -455,23 +456,6 @@ export class LeaseService {
     }
   }
 
-  /**
-   * A stored answer for a retried write (same Idempotency-Key, same body), looked up before a
-   * signed request's replay check, so a client can resend the very message it signed.
-   */
-  private async storedAnswer(ctx: LeaseRequestContext, scope: string, payload: unknown, signed: SignedRequest | undefined): Promise<LeaseResult | undefined> {
-    const idem = idempotency(ctx, scope, payload, signed);
-    if (!idem) return undefined;
-    const row = (await this.knex('idempotency_keys').where({ scope: idem.scope, key: idem.key }).first()) as
-      | { request_hash: string; status: number; body: unknown }
-      | undefined;
-    if (!row || row.status === 0) return undefined;
-    if (row.request_hash !== idem.requestHash) {
-      throw new AppError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with another request body');
-    }
-    return { status: row.status, ...(row.body !== null && { body: row.body }), headers: { 'Idempotent-Replayed': 'true' } };
-  }
-
   private async virtualKeyStillHoldsLeases(virtualKeyId: number): Promise<boolean> {
     return holdsLeases(await this.virtualKeys.get(virtualKeyId), Date.now()) !== undefined;
   }
@@ -523,54 +507,18 @@ export class LeaseService {
     return limits;
   }
 
-  /**
-   * Runs a write in one transaction. With an idempotency key, the first request's 2xx answer
-   * is stored with the write and replayed for the same key and body; a concurrent twin waits
-   * on the key's row and then replays. Refusals are not stored: the key stays usable.
-   */
-  private write(idem: Idempotency | undefined, op: (db: Knex | Knex.Transaction) => Promise<LeaseResult>): Promise<LeaseResult> {
-    // Each write is one statement: without a key it needs no transaction of its own (and holds
-    // a pool's lock for no client round trip).
-    if (!idem) return op(this.knex);
-    return this.knex.transaction(async (trx) => {
-      if (idem) {
-        const claimed = rowsOf(
-          await trx.raw(
-            'insert into idempotency_keys (scope, key, request_hash, status) values (?, ?, ?, 0) on conflict do nothing returning 1',
-            [idem.scope, idem.key, idem.requestHash],
-          ),
-        );
-        if (claimed.length === 0) {
-          const row = (await trx('idempotency_keys').where({ scope: idem.scope, key: idem.key }).first()) as
-            | { request_hash: string; status: number; body: unknown }
-            | undefined;
-          if (row && row.request_hash !== idem.requestHash) {
-            throw new AppError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with another request body');
-          }
-          if (row) return { status: row.status, ...(row.body !== null && { body: row.body }), headers: { 'Idempotent-Replayed': 'true' } };
-        }
-      }
-      const result = await op(trx);
-      if (idem) {
-        const where = { scope: idem.scope, key: idem.key };
-        if (result.status < 300) {
-          await trx('idempotency_keys').where(where).update({ status: result.status, body: result.body === undefined ? null : JSON.stringify(result.body) });
-        } else {
-          await trx('idempotency_keys').where(where).delete();
-        }
-      }
-      return result;
-    });
+  private async write(scope: string, idem: IdempotencyKey<LeaseResult> | undefined, op: (db: Knex | Knex.Transaction) => Promise<LeaseResult>): Promise<LeaseResult> {
+    const result = await this.idempotency.write(scope, idem, op);
+    return 'kind' in result ? replayedResult(result) : result;
   }
 }
 
-function idempotency(ctx: LeaseRequestContext, scope: string, payload: unknown, signed: SignedRequest | undefined): Idempotency | undefined {
+function idempotencyKey(ctx: LeaseRequestContext, payload: unknown, signed: SignedRequest | undefined): IdempotencyKey<LeaseResult> | undefined {
   if (ctx.idempotencyKey === undefined) return undefined;
-  const requestHash = createHash('sha256')
-    .update(signed ? signed.digest : JSON.stringify(payload))
-    .digest('hex');
-  return { scope, key: ctx.idempotencyKey, requestHash };
+  return { key: ctx.idempotencyKey, requestHash: requestHashOf(payload, signed?.digest), answerOf: (result) => result };
 }
+
+const replayedResult = (replayed: Replayed): LeaseResult => ({ ...replayed.answer, headers: { 'Idempotent-Replayed': 'true' } });
 
 /** The seats a virtual key holds now: active, inside its window, with maxConcurrentLeases; else undefined. */
 function holdsLeases(vk: VirtualKey | undefined, now: number): number | undefined {
