@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import { AppError } from '../errors.ts';
 import type { LeasesRepo } from './repo.ts';
+import { LeaseRefusal } from './outcomes.ts';
 
 /** An answer as kept for a retried write: the status and body its first request got. */
 export interface StoredAnswer {
@@ -44,8 +44,8 @@ export class Idempotency {
   constructor(private readonly repo: LeasesRepo) {}
 
   /**
-   * The answer kept for a retried write (same key, same request), else undefined; 422
-   * `idempotency_key_reused` for the same key with another request. Asked before a signed
+   * The answer kept for a retried write (same key, same request), else undefined; a refusal,
+   * `idempotency_key_reused`, for the same key with another request. Asked before a signed
    * request's replay check, so a client can resend the very message it signed, and again by a
    * twin that found the key taken.
    */
@@ -53,7 +53,7 @@ export class Idempotency {
     const kept = await this.repo.idempotencyRecord(db, scope, idem.key);
     if (!kept || kept.status === 0) return undefined;
     if (kept.requestHash !== idem.requestHash) {
-      throw new AppError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with another request body');
+      throw new LeaseRefusal('idempotency_key_reused', 'this Idempotency-Key was used with another request body');
     }
     return { kind: 'replayed', answer: { status: kept.status, ...(kept.body !== null && { body: kept.body }) } };
   }

@@ -84,3 +84,5 @@ export const leaseEventsQuery = z.strictObject({
 export type AcquireBody = z.output<typeof acquireBody>;
 export type PoolCreate = z.output<typeof poolCreate>;
 export type PoolPatch = z.output<typeof poolPatch>;
+export type HeartbeatBody = z.output<typeof heartbeatBody>;
+export type ReleaseBody = z.output<typeof releaseBody>;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as openpgp from 'openpgp';
 import { AppError } from '../errors.ts';
+import { LeaseRefusal } from './outcomes.ts';
 
 /**
  * Signed lease requests (the seed's non-repudiation): the body is an OpenPGP clear-signed
@@ -41,21 +42,21 @@ export async function parseSignedRequest(text: string): Promise<SignedRequest> {
 
 /**
  * Checks a signed request: its `ts` within `windowMs` of `now`, and a valid signature by one of
- * the client's registered keys. 401 with a stable code otherwise. Replays are the caller's to
+ * the client's registered keys. A LeaseRefusal otherwise. Replays are the caller's to
  * refuse (it remembers `digest`).
  */
 export async function verifySignedRequest(request: SignedRequest, armoredKeys: string[], windowMs: number, now: number): Promise<void> {
   const ts = request.payload.ts as number;
   if (Math.abs(now - ts) > windowMs) {
-    throw new AppError(401, 'request_expired', `the signed request's ts is more than ${windowMs / 1000} s from the server's clock`);
+    throw new LeaseRefusal('request_expired', `the signed request's ts is more than ${windowMs / 1000} s from the server's clock`);
   }
-  if (armoredKeys.length === 0) throw new AppError(401, 'unknown_client_key', 'no public key is registered for this clientId');
+  if (armoredKeys.length === 0) throw new LeaseRefusal('unknown_client_key', 'no public key is registered for this clientId');
   const verificationKeys = await Promise.all(armoredKeys.map((armoredKey) => openpgp.readKey({ armoredKey })));
   try {
     const { signatures } = await openpgp.verify({ message: request.message, verificationKeys, expectSigned: true });
     await signatures[0]!.verified;
   } catch {
-    throw new AppError(401, 'bad_signature', "the request is not signed by a key registered for this clientId");
+    throw new LeaseRefusal('bad_signature', "the request is not signed by a key registered for this clientId");
   }
 }
 
