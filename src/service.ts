@@ -235,7 +235,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     : [];
   const ses = new SesService({
     verifier,
-    repo: new LeasesRepo(db.knex),
+    seats: leases.seats,
     events: {
       record: (event: TokenEvent) => {
         tokenEvents.record(event);
