@@ -185,30 +185,45 @@ export function createSesHandler(deps: SesHandlerDeps) {
         req.resume();
         return sesError(400, 'UnsupportedApiVersion', `The api-version ${version} does not renew or release entitlements.`);
       }
-      const id = one[1]!; // a UUID needs no decoding; anything else is not found, whatever the body
-      if (!UUID.test(id)) {
-        req.resume();
-        ses.recordNotFound(operation, version, id, caller, 'entitlement id is not a UUID');
-        return notFound;
-      }
-      if (operation === 'release') {
-        req.resume();
-        return sesAnswer(await ses.release(version, id.toLowerCase(), caller));
-      }
-      const body = await readJson(req);
-      if ('refusal' in body) {
-        ses.recordInvalid('renew', version, null, caller, 'unreadable body', id.toLowerCase());
-        return body.refusal;
-      }
-      const duration = field(body.value, 'duration');
-      const seconds = duration === undefined ? undefined : parseDurationSeconds(duration);
-      if (seconds === undefined || seconds > MAX_DURATION_SECONDS) {
-        ses.recordInvalid('renew', version, null, caller, 'no, unparseable or too long duration', id.toLowerCase());
-        return badDuration;
-      }
-      return sesAnswer(await ses.renew(version, id.toLowerCase(), seconds, caller));
+      return renewOrRelease(req, one[1]!, version, req.method === 'DELETE' ? 'release' : 'renew', caller);
     }
+    return approveOrAcquire(req, version, kind, caller);
+  }
 
+  /** `POST /softwareEntitlements/{id}` (renew) and `DELETE` (release), at the latest api-version. */
+  async function renewOrRelease(req: IncomingMessage, id: string, version: string, operation: 'renew' | 'release', caller: IpAddress | undefined): Promise<SesResult> {
+    // A UUID needs no decoding; anything else is not found, whatever the body.
+    if (!UUID.test(id)) {
+      req.resume();
+      ses.recordNotFound(operation, version, id, caller, 'entitlement id is not a UUID');
+      return notFound;
+    }
+    if (operation === 'release') {
+      req.resume();
+      return sesAnswer(await ses.release(version, id.toLowerCase(), caller));
+    }
+    const body = await readJson(req);
+    if ('refusal' in body) {
+      ses.recordInvalid('renew', version, null, caller, 'unreadable body', id.toLowerCase());
+      return body.refusal;
+    }
+    const duration = field(body.value, 'duration');
+    const seconds = duration === undefined ? undefined : parseDurationSeconds(duration);
+    if (seconds === undefined || seconds > MAX_DURATION_SECONDS) {
+      ses.recordInvalid('renew', version, null, caller, 'no, unparseable or too long duration', id.toLowerCase());
+      return badDuration;
+    }
+    return sesAnswer(await ses.renew(version, id.toLowerCase(), seconds, caller));
+  }
+
+  /** `POST /softwareEntitlements`: approve (v1, v2) or, at the latest api-version, acquire. */
+  async function approveOrAcquire(
+    req: IncomingMessage,
+    version: string,
+    kind: 'approve-v1' | 'approve-v2' | 'latest',
+    caller: IpAddress | undefined,
+  ): Promise<SesResult> {
+    const operation = kind === 'latest' ? 'acquire' : 'approve';
     const body = await readJson(req);
     if ('refusal' in body) {
       ses.recordInvalid(operation, version, null, caller, 'unreadable body');
