@@ -177,7 +177,7 @@ export function leaseRoutes(leases: LeaseService, authenticate: RequestHandler, 
     await answer(req, res, releaseBody, releaseAnswer, (body, request) => leases.release(id, body, request));
   });
   r.get('/pools/:name', authenticate, requireScope(['leases', 'read']), async (req, res) => {
-    res.json(await leases.describePool(poolOf(req)));
+    res.json(await leases.pools.describePool(poolOf(req)));
   });
   r.use((err: unknown, _req: Request, _res: Response, next: NextFunction) => next(err instanceof LeaseRefusal ? refusalError(err) : err));
   return r;
@@ -187,30 +187,30 @@ export function leaseRoutes(leases: LeaseService, authenticate: RequestHandler, 
 export function leaseAdminRoutes(leases: LeaseService): Router {
   const r = scopedRouter();
   r.post('/pools', 'leases', async (req, res) => {
-    res.status(201).json(await leases.createPool(validate(poolCreate, req.body)));
+    res.status(201).json(await leases.pools.createPool(validate(poolCreate, req.body)));
   });
   r.get('/pools', ['leases', 'read'], async (_req, res) => {
-    res.json({ items: await leases.listPools() });
+    res.json({ items: await leases.pools.listPools() });
   });
   r.get('/pools/:name', ['leases', 'read'], async (req, res) => {
-    res.json(await leases.describePool(poolOf(req)));
+    res.json(await leases.pools.describePool(poolOf(req)));
   });
   r.patch('/pools/:name', 'leases', async (req, res) => {
-    res.json(await leases.updatePool(poolOf(req), validate(poolPatch, req.body)));
+    res.json(await leases.pools.updatePool(poolOf(req), validate(poolPatch, req.body)));
   });
   r.delete('/pools/:name', 'leases', async (req, res) => {
     const q = validate(poolDeleteQuery, req.query, 'query');
-    await leases.deletePool(poolOf(req), q.force === 'true');
+    await leases.pools.deletePool(poolOf(req), q.force === 'true');
     res.status(204).end();
   });
   r.delete('/leases/:id', 'leases', async (req, res) => {
-    await leases.forceRelease(idOf(req));
+    await leases.pools.forceRelease(idOf(req));
     res.status(204).end();
   });
   r.get('/lease-events', ['leases', 'read'], async (req, res) => {
     const q = validate(leaseEventsQuery, req.query, 'query');
     res.json({
-      items: await leases.events({
+      items: await leases.pools.events({
         limit: q.limit ?? 100,
         ...(q.pool !== undefined && { pool: q.pool }),
         ...(q.leaseId !== undefined && { leaseId: q.leaseId }),
@@ -219,15 +219,15 @@ export function leaseAdminRoutes(leases: LeaseService): Router {
   });
   r.post('/client-keys', 'leases', async (req, res) => {
     const body = validate(clientKeyCreate, req.body);
-    res.status(201).json(await leases.addClientKey(body.clientId, body.publicKey));
+    res.status(201).json(await leases.pools.addClientKey(body.clientId, body.publicKey));
   });
   r.get('/client-keys', ['leases', 'read'], async (req, res) => {
-    res.json({ items: await leases.listClientKeys(validate(clientKeyListQuery, req.query, 'query').clientId) });
+    res.json({ items: await leases.pools.listClientKeys(validate(clientKeyListQuery, req.query, 'query').clientId) });
   });
   r.delete('/client-keys/:fingerprint', 'leases', async (req, res) => {
     const fingerprint = req.params.fingerprint ?? '';
     if (!/^[0-9a-fA-F]{40,64}$/.test(fingerprint)) throw new AppError(400, 'invalid_request', 'not a key fingerprint (hex)');
-    await leases.deleteClientKey(fingerprint);
+    await leases.pools.deleteClientKey(fingerprint);
     res.status(204).end();
   });
   return r.router;

@@ -1,18 +1,16 @@
 import type { Knex } from 'knex';
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import { NotFoundError, ValidationError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { KeyHasher } from '../domain/virtual-key.ts';
 import type { VirtualKeysRepo } from '../store/virtual-keys-repo.ts';
-import type { AcquireRequest, ClientKey, Lease, LeaseEvent, LeasesRepo, Pool, PoolInput } from './repo.ts';
-import { ownerOfNewPool } from './pool-kinds.ts';
+import type { AcquireRequest, Lease, LeasesRepo, Pool } from './repo.ts';
 import { defaultHeartbeatInterval, resolveTtl } from './rules.ts';
-import { readPublicKey } from './signed-request.ts';
-import type { AcquireBody, HeartbeatBody, PoolCreate, PoolPatch, ReleaseBody } from './schemas.ts';
+import type { AcquireBody, HeartbeatBody, ReleaseBody } from './schemas.ts';
 import { Idempotency, type IdempotencyKey, type Replayed } from './idempotency.ts';
-import { SeatEngine, type SeatTarget } from './seats.ts';
+import { SeatEngine, type PoolDefaults, type SeatTarget } from './seats.ts';
 import { LeaseCredentials, type Caller, type LeaseGuessing } from './credentials.ts';
 import { LeaseRefusal, type AcquireOutcome, type HeartbeatOutcome, type ReleaseOutcome } from './outcomes.ts';
-import { leaseView, poolView } from './views.ts';
+import { PoolAdmin } from './pools.ts';
 
 export interface LeaseServiceOptions {
   defaultTtlSeconds: number;
@@ -29,13 +27,15 @@ export interface LeaseRequest<O> extends Caller {
 
 /**
  * Floating leases: the rules of the /v1 protocol (whose credential, which pool, in what order
- * a request is checked) over the seat engine, which takes and gives back the seats; pool and
- * client-key administration; the background tidy-up. Answers are outcomes, put in HTTP by the
- * routes.
+ * a request is checked) over the seat engine, which takes and gives back the seats; the
+ * administration of pools (`pools`); the background tidy-up. Answers are outcomes and typed
+ * refusals, put in HTTP by the routes.
  */
 export class LeaseService {
   /** The one seat engine, shared with the SES protocol. */
   readonly seats: SeatEngine;
+  /** Pools, force-release, lease events and client keys, for the admin API. */
+  readonly pools: PoolAdmin;
   private readonly credentials: LeaseCredentials;
   private readonly idempotency: Idempotency;
   private tidyTimer: NodeJS.Timeout | undefined;
@@ -50,6 +50,7 @@ export class LeaseService {
     guessing: LeaseGuessing = { guard: undefined, recordEvent: () => {} },
   ) {
     this.seats = new SeatEngine(repo);
+    this.pools = new PoolAdmin(repo, this.seats, options);
     this.credentials = new LeaseCredentials(repo, virtualKeys, hashKey, options.signedRequestWindowMs, guessing);
     this.idempotency = new Idempotency(repo);
   }
@@ -114,84 +115,6 @@ export class LeaseService {
       await this.seats.release(id, null, req.clientAddress, db);
       return { kind: 'released' };
     });
-  }
-
-  // ---- administration ------------------------------------------------------------------
-
-  async createPool(input: PoolCreate): Promise<ReturnType<typeof poolView>> {
-    const owner = ownerOfNewPool(input.name);
-    if (input.anonymous && owner.kind !== 'named') throw notAnonymous(input.name);
-    const limits = this.completePool(input);
-    try {
-      return poolView(await this.repo.createPool(input.name, owner, limits));
-    } catch (err) {
-      if ((err as { code?: string }).code === '23505') throw new ConflictError('pool_exists', `pool ${input.name} already exists`);
-      throw err;
-    }
-  }
-
-  async updatePool(name: string, patch: PoolPatch): Promise<ReturnType<typeof poolView>> {
-    const current = (await this.repo.getPool(name)) ?? notFoundPool(name);
-    if (patch.seats !== undefined && current.kind === 'virtual_key') {
-      throw new ValidationError(
-        `the seats of pool ${name} follow virtual key ${current.virtualKeyId}: change its maxConcurrentLeases instead`,
-      );
-    }
-    if (patch.anonymous && current.kind !== 'named') throw notAnonymous(name);
-    const merged = { ...current, ...definedOnly(patch) };
-    checkPoolLimits(merged);
-    return poolView((await this.repo.updatePool(name, definedOnly(patch))) ?? notFoundPool(name));
-  }
-
-  async deletePool(name: string, force: boolean): Promise<void> {
-    const result = await this.repo.deletePool(name, force);
-    if (result === 'not_found') notFoundPool(name);
-    if (result === 'in_use') throw new ConflictError('pool_in_use', `pool ${name} has live leases; release them first or delete with force`);
-  }
-
-  async listPools() {
-    return (await this.repo.listPools()).map((p) => ({ ...poolView(p), inUse: p.inUse }));
-  }
-
-  /** A pool with its live leases (addresses included: this is for admins). */
-  async describePool(name: string) {
-    const pool = (await this.repo.getPool(name)) ?? notFoundPool(name);
-    const leases = await this.repo.liveLeases(this.repo.knex, pool.id, pool.name);
-    return {
-      ...poolView(pool),
-      inUse: leases.length,
-      leases: leases.map((l) => ({ ...leaseView(l, pool), clientAddress: l.clientAddress })),
-    };
-  }
-
-  /** Ends a lease on an admin's word (recorded as released, reason `forced`). */
-  async forceRelease(id: string): Promise<void> {
-    const result = await this.seats.release(id, 'forced', null);
-    if (result === 'not_found') throw new NotFoundError(`lease ${id}`);
-  }
-
-  events(filter: { pool?: string; leaseId?: string; limit: number }): Promise<LeaseEvent[]> {
-    return this.repo.events(filter);
-  }
-
-  async addClientKey(clientId: string, armored: string): Promise<ClientKey> {
-    const key = await readPublicKey(armored);
-    try {
-      return await this.repo.addClientKey(clientId, key.fingerprint, key.armored);
-    } catch (err) {
-      if ((err as { code?: string }).code === '23505') {
-        throw new ConflictError('client_key_exists', `the key ${key.fingerprint} is already registered`);
-      }
-      throw err;
-    }
-  }
-
-  listClientKeys(clientId?: string): Promise<ClientKey[]> {
-    return this.repo.listClientKeys(clientId);
-  }
-
-  async deleteClientKey(fingerprint: string): Promise<void> {
-    if (!(await this.repo.deleteClientKey(fingerprint.toLowerCase()))) throw new NotFoundError(`client key ${fingerprint}`);
   }
 
   // ---- background ----------------------------------------------------------------------
@@ -282,55 +205,14 @@ export class LeaseService {
     return found;
   }
 
-  private virtualKeyPoolDefaults(): Omit<PoolInput, 'seats'> {
+  /** A virtual key's pool is made on its first acquire with the server's defaults. */
+  private virtualKeyPoolDefaults(): PoolDefaults {
     return {
       defaultTtlSeconds: this.options.defaultTtlSeconds,
       maxTtlSeconds: Math.max(this.options.maxTtlSeconds, this.options.defaultTtlSeconds),
       heartbeatIntervalSeconds: defaultHeartbeatInterval(this.options.defaultTtlSeconds),
-      requireSignedRequests: false,
-      anonymous: false,
     };
   }
-
-  private completePool(input: PoolCreate): PoolInput {
-    const defaultTtlSeconds = input.defaultTtlSeconds ?? Math.min(this.options.defaultTtlSeconds, input.maxTtlSeconds ?? Infinity);
-    const limits: PoolInput = {
-      seats: input.seats,
-      defaultTtlSeconds,
-      maxTtlSeconds: input.maxTtlSeconds ?? Math.max(this.options.maxTtlSeconds, defaultTtlSeconds),
-      heartbeatIntervalSeconds: input.heartbeatIntervalSeconds ?? defaultHeartbeatInterval(defaultTtlSeconds),
-      requireSignedRequests: input.requireSignedRequests ?? false,
-      anonymous: input.anonymous ?? false,
-    };
-    checkPoolLimits(limits);
-    return limits;
-  }
-
-}
-
-function checkPoolLimits(p: Omit<PoolInput, 'seats'>): void {
-  if (p.anonymous && p.requireSignedRequests) {
-    throw new ValidationError('invalid pool: an anonymous pool cannot require signed requests (make it one or the other)');
-  }
-  if (p.maxTtlSeconds < p.defaultTtlSeconds) {
-    throw new ValidationError(`invalid pool: maxTtlSeconds (${p.maxTtlSeconds}) is below defaultTtlSeconds (${p.defaultTtlSeconds})`);
-  }
-  if (p.heartbeatIntervalSeconds >= p.defaultTtlSeconds) {
-    throw new ValidationError(
-      `invalid pool: heartbeatIntervalSeconds (${p.heartbeatIntervalSeconds}) must be shorter than defaultTtlSeconds (${p.defaultTtlSeconds})`,
-    );
-  }
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 const notByName = (name: string) => new LeaseRefusal('not_entitled', `pool ${name} is not acquired by name`);
-
-const notAnonymous = (name: string) =>
-  new ValidationError(`pool ${name} is reached with its virtual key or SES token only: it cannot be made anonymous`);
-
-function notFoundPool(name: string): never {
-  throw new NotFoundError(`pool ${name}`);
-}
