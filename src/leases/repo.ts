@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { PoolKind, PoolOwner } from './pool-kinds.ts';
+import type { SeatTarget } from './seats.ts';
 
 export interface Pool {
   id: number;
@@ -62,21 +63,8 @@ export interface AcquireRequest {
   credential: string | null;
 }
 
-/**
- * Where to acquire, by the kind of pool the holder may take seats of: a named pool by its name;
- * an SES application's pool, made with `create` when missing; a virtual key's pool, made with
- * `defaults` when missing, its seats set to the key's. `name` is the name an owned pool is made with.
- */
-export type AcquireTarget =
-  | { kind: 'named'; name: string }
-  | { kind: 'ses_application'; application: string; name: string; create: PoolInput }
-  | {
-      kind: 'virtual_key';
-      virtualKeyId: number;
-      name: string;
-      seats: number;
-      defaults: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds'>;
-    };
+/** Where to acquire (see SeatTarget), with the name an owned pool is made with. */
+export type AcquireTarget = SeatTarget & { name: string };
 
 export type AcquireOutcome =
   | AcquireResult
