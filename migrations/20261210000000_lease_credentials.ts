@@ -16,6 +16,11 @@ export async function up(knex: Knex): Promise<void> {
   await knex.raw("update lease_pools set anonymous = true where virtual_key_id is null and name not like 'ses-%' and not require_signed");
   await knex.raw('alter table leases add column credential text');
   await knex.raw('drop function entgate_lease_acquire(text, integer, integer, json, text, integer, uuid, text, jsonb)');
+  await createAcquireFunction(knex);
+}
+
+/** This migration's acquire function (also made again when the next migration is undone). */
+export async function createAcquireFunction(knex: Knex): Promise<void> {
   await knex.raw(`
 create function entgate_lease_acquire(
   p_pool text, p_vk_id integer, p_seats integer, p_create json,
@@ -99,7 +104,8 @@ $fn$`);
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.raw('drop function entgate_lease_acquire(text, integer, integer, json, text, integer, uuid, text, jsonb, text)');
+  // Already gone when a later migration replaced it (a test undoes this one alone).
+  await knex.raw('drop function if exists entgate_lease_acquire(text, integer, integer, json, text, integer, uuid, text, jsonb, text)');
   await knex.raw('alter table leases drop column credential');
   await knex.raw('alter table lease_pools drop column anonymous');
   await previous.up(knex);

@@ -8,6 +8,7 @@ import * as adminTokens from './20261201000000_admin_tokens.ts';
 import * as guessBudgets from './20261201010000_guess_budgets.ts';
 import * as retryNeedsTimeout from './20261202000000_retry_needs_timeout.ts';
 import * as leaseCredentials from './20261210000000_lease_credentials.ts';
+import * as poolKinds from './20261211000000_pool_kinds.ts';
 
 /**
  * The migrations, in order. Listed here rather than discovered on disk so that they load the
@@ -23,6 +24,7 @@ const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261201010000_guess_budgets', guessBudgets],
   ['20261202000000_retry_needs_timeout', retryNeedsTimeout],
   ['20261210000000_lease_credentials', leaseCredentials],
+  ['20261211000000_pool_kinds', poolKinds],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

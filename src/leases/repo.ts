@@ -1,9 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
+import type { PoolKind, PoolOwner } from './pool-kinds.ts';
+import type { SeatTarget } from './seats.ts';
 
 export interface Pool {
   id: number;
   name: string;
+  /** What the pool is for (see pool-kinds.ts): whose seats it holds, and so who takes them. */
+  kind: PoolKind;
   seats: number;
   defaultTtlSeconds: number;
   maxTtlSeconds: number;
@@ -13,6 +17,8 @@ export interface Pool {
   anonymous: boolean;
   /** Set for the pool a virtual key defines (its seats follow the key's maxConcurrentLeases). */
   virtualKeyId: number | null;
+  /** Set for the pool of an SES application (see pool-kinds.ts). */
+  sesApplication: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -57,15 +63,15 @@ export interface AcquireRequest {
   credential: string | null;
 }
 
-/** Where to acquire: a named pool (created with `create` when missing), or a virtual key's pool. */
-export type AcquireTarget =
-  | { pool: string; create?: PoolInput }
-  | { virtualKeyId: number; seats: number; defaults: Pick<PoolInput, 'defaultTtlSeconds' | 'maxTtlSeconds' | 'heartbeatIntervalSeconds'> };
+/** Where to acquire (see SeatTarget), with the name an owned pool is made with. */
+export type AcquireTarget = SeatTarget & { name: string };
 
 export type AcquireOutcome =
   | AcquireResult
   | { outcome: 'no_pool' }
   | { outcome: 'ttl_too_long'; pool: Pool }
+  /** The pool's seats are for holders of another kind (see pool-kinds.ts). */
+  | { outcome: 'other_kind'; pool: Pool }
   /** The clientId holds a live lease acquired with another credential. */
   | { outcome: 'client_id_in_use'; pool: Pool };
 
@@ -76,6 +82,7 @@ export type AcquireResult =
 interface PoolRow {
   id: number;
   name: string;
+  kind: PoolKind;
   seats: number;
   default_ttl_seconds: number;
   max_ttl_seconds: number;
@@ -83,6 +90,7 @@ interface PoolRow {
   require_signed: boolean;
   anonymous: boolean;
   virtual_key_id: number | null;
+  ses_application: string | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -105,6 +113,7 @@ interface LeaseRow {
 const toPool = (r: PoolRow): Pool => ({
   id: r.id,
   name: r.name,
+  kind: r.kind,
   seats: r.seats,
   defaultTtlSeconds: r.default_ttl_seconds,
   maxTtlSeconds: r.max_ttl_seconds,
@@ -112,6 +121,7 @@ const toPool = (r: PoolRow): Pool => ({
   requireSignedRequests: r.require_signed,
   anonymous: r.anonymous,
   virtualKeyId: r.virtual_key_id,
+  sesApplication: r.ses_application,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -159,8 +169,11 @@ const jsonPool = (r: PoolRow): PoolRow => ({ ...r, created_at: new Date(r.create
 export class LeasesRepo {
   constructor(readonly knex: Knex) {}
 
-  async createPool(name: string, input: PoolInput): Promise<Pool> {
-    const [row] = await this.knex('lease_pools').insert({ name, ...poolColumns(input) }).returning('*');
+  /** An admin's pool: named, or an SES application's (made before its first use to set its seats). */
+  async createPool(name: string, owner: Exclude<PoolOwner, { kind: 'virtual_key' }>, input: PoolInput): Promise<Pool> {
+    const [row] = await this.knex('lease_pools')
+      .insert({ name, kind: owner.kind, ses_application: owner.kind === 'ses_application' ? owner.application : null, ...poolColumns(input) })
+      .returning('*');
     return toPool(row as PoolRow);
   }
 
@@ -175,6 +188,23 @@ export class LeasesRepo {
   async getPool(name: string, trx: Knex | Knex.Transaction = this.knex): Promise<Pool | undefined> {
     const row = (await trx('lease_pools').where({ name }).first()) as PoolRow | undefined;
     return row ? toPool(row) : undefined;
+  }
+
+  /** The pool an acquire of `target` would lock, if it exists: by name, application or virtual key. */
+  async poolOf(target: AcquireTarget): Promise<Pool | undefined> {
+    const where =
+      target.kind === 'named'
+        ? { name: target.name }
+        : target.kind === 'ses_application'
+          ? { ses_application: target.application }
+          : { virtual_key_id: target.virtualKeyId };
+    const row = (await this.knex('lease_pools').where(where).first()) as PoolRow | undefined;
+    return row ? toPool(row) : undefined;
+  }
+
+  /** Names of the pools anyone who reaches /v1 may take seats of. */
+  async anonymousPoolNames(): Promise<string[]> {
+    return (await this.knex('lease_pools').where({ anonymous: true }).orderBy('name').pluck('name')) as string[];
   }
 
   /** Pools with the count of their live leases. */
@@ -220,13 +250,14 @@ export class LeasesRepo {
    * it commits.
    */
   async acquire(db: Knex | Knex.Transaction, target: AcquireTarget, request: AcquireRequest): Promise<AcquireOutcome> {
-    const vk = 'virtualKeyId' in target ? target : undefined;
-    const create = vk ? vk.defaults : 'create' in target && target.create ? target.create : null;
+    const create = target.kind === 'virtual_key' ? target.defaults : target.kind === 'ses_application' ? target.create : null;
     const raw = rowsOf<{ r: { outcome: string; lease?: LeaseRow; pool?: PoolRow; inUse?: number; earliest?: string | null; now?: string } }>(
-      await db.raw('select entgate_lease_acquire(?, ?, ?, ?::json, ?, ?, ?::uuid, ?, ?::jsonb, ?) as r', [
-        vk ? '' : (target as { pool: string }).pool,
-        vk?.virtualKeyId ?? null,
-        vk?.seats ?? null,
+      await db.raw('select entgate_lease_acquire(?, ?, ?, ?, ?, ?::json, ?, ?, ?::uuid, ?, ?::jsonb, ?) as r', [
+        target.kind,
+        target.name,
+        target.kind === 'virtual_key' ? target.virtualKeyId : null,
+        target.kind === 'ses_application' ? target.application : null,
+        target.kind === 'virtual_key' ? target.seats : null,
         create === null ? null : JSON.stringify(create),
         request.clientId,
         request.ttlSeconds ?? null,
@@ -241,6 +272,7 @@ export class LeasesRepo {
     switch (raw.outcome) {
       case 'ttl_too_long':
       case 'client_id_in_use':
+      case 'other_kind':
         return { outcome: raw.outcome, pool };
       case 'full':
         return { outcome: 'full', pool, inUse: raw.inUse!, earliestExpiry: raw.earliest ? new Date(raw.earliest) : null, now: new Date(raw.now!) };
@@ -402,6 +434,34 @@ export class LeasesRepo {
     return { expired, deleted };
   }
 
+  /** What is kept for an Idempotency-Key in its scope (status 0: its first request is being answered). */
+  async idempotencyRecord(db: Knex | Knex.Transaction, scope: string, key: string): Promise<IdempotencyRecord | undefined> {
+    const row = (await db('idempotency_keys').where({ scope, key }).first()) as { request_hash: string; status: number; body: unknown } | undefined;
+    return row && { requestHash: row.request_hash, status: row.status, body: row.body };
+  }
+
+  /**
+   * Claims an Idempotency-Key for a request in `trx`: false when another request holds it (this
+   * waits for that one's transaction) or held it.
+   */
+  async claimIdempotencyKey(trx: Knex.Transaction, scope: string, key: string, requestHash: string): Promise<boolean> {
+    const claimed = rowsOf(
+      await trx.raw('insert into idempotency_keys (scope, key, request_hash, status) values (?, ?, ?, 0) on conflict do nothing returning 1', [
+        scope,
+        key,
+        requestHash,
+      ]),
+    );
+    return claimed.length > 0;
+  }
+
+  /** Keeps the answer to a claimed key, or with none frees the key (a refusal is not kept). */
+  async settleIdempotencyKey(trx: Knex.Transaction, scope: string, key: string, answer: { status: number; body?: unknown } | undefined): Promise<void> {
+    const where = { scope, key };
+    if (answer) await trx('idempotency_keys').where(where).update({ status: answer.status, body: answer.body === undefined ? null : JSON.stringify(answer.body) });
+    else await trx('idempotency_keys').where(where).delete();
+  }
+
   async addClientKey(clientId: string, fingerprint: string, publicKey: string): Promise<ClientKey> {
     const [row] = await this.knex('client_keys').insert({ client_id: clientId, fingerprint, public_key: publicKey }).returning('*');
     return toClientKey(row as ClientKeyRow);
@@ -432,6 +492,12 @@ export class LeasesRepo {
     );
     return rows.length > 0;
   }
+}
+
+export interface IdempotencyRecord {
+  requestHash: string;
+  status: number;
+  body: unknown;
 }
 
 export interface ClientKey {

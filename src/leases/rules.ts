@@ -55,10 +55,5 @@ export function retryAfterSeconds(earliestExpiry: Date | null, now: Date): numbe
   return Math.max(1, Math.ceil((earliestExpiry.getTime() - now.getTime()) / 1000));
 }
 
-/** Pool names admins choose; `vk-` is kept for the pools virtual keys define. */
-export const POOL_NAME = /^(?!vk-)[a-z0-9][a-z0-9._-]{0,62}$/;
-export const VIRTUAL_KEY_POOL_PREFIX = 'vk-';
-export const poolNameOfVirtualKey = (virtualKeyId: number) => `${VIRTUAL_KEY_POOL_PREFIX}${virtualKeyId}`;
-
 /** A client id: printable ASCII without spaces, 1 to 128 characters (a host name, a job id, a UUID). */
 export const CLIENT_ID = /^[\x21-\x7e]{1,128}$/;

@@ -1,11 +1,12 @@
 import { z } from 'zod';
-import { CLIENT_ID, POOL_NAME } from './rules.ts';
+import { CLIENT_ID } from './rules.ts';
+import { POOL_NAME } from './pool-kinds.ts';
 
 export const poolName = z.string().regex(POOL_NAME, {
   error: 'a pool name is 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit (vk- is reserved)',
 });
 
-/** A pool name in a path: the reserved `vk-<id>` pools of virtual keys may be read and tuned too. */
+/** A pool name in a path: the pools of virtual keys (`vk-<id>`) may be read and tuned too. */
 export const anyPoolName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, { error: 'not a pool name' });
 
 const clientId = z.string().regex(CLIENT_ID, { error: 'clientId is 1 to 128 printable ASCII characters without spaces' });
@@ -83,3 +84,5 @@ export const leaseEventsQuery = z.strictObject({
 export type AcquireBody = z.output<typeof acquireBody>;
 export type PoolCreate = z.output<typeof poolCreate>;
 export type PoolPatch = z.output<typeof poolPatch>;
+export type HeartbeatBody = z.output<typeof heartbeatBody>;
+export type ReleaseBody = z.output<typeof releaseBody>;

@@ -41,22 +41,29 @@ export async function parseSignedRequest(text: string): Promise<SignedRequest> {
 
 /**
  * Checks a signed request: its `ts` within `windowMs` of `now`, and a valid signature by one of
- * the client's registered keys. 401 with a stable code otherwise. Replays are the caller's to
- * refuse (it remembers `digest`).
+ * the client's registered keys. Answers what is wrong (undefined: nothing); the caller refuses
+ * the request with it. Replays are the caller's to refuse (it remembers `digest`).
  */
-export async function verifySignedRequest(request: SignedRequest, armoredKeys: string[], windowMs: number, now: number): Promise<void> {
+export async function verifySignedRequest(request: SignedRequest, armoredKeys: string[], windowMs: number, now: number): Promise<SignatureProblem | undefined> {
   const ts = request.payload.ts as number;
   if (Math.abs(now - ts) > windowMs) {
-    throw new AppError(401, 'request_expired', `the signed request's ts is more than ${windowMs / 1000} s from the server's clock`);
+    return { code: 'request_expired', message: `the signed request's ts is more than ${windowMs / 1000} s from the server's clock` };
   }
-  if (armoredKeys.length === 0) throw new AppError(401, 'unknown_client_key', 'no public key is registered for this clientId');
+  if (armoredKeys.length === 0) return { code: 'unknown_client_key', message: 'no public key is registered for this clientId' };
   const verificationKeys = await Promise.all(armoredKeys.map((armoredKey) => openpgp.readKey({ armoredKey })));
   try {
     const { signatures } = await openpgp.verify({ message: request.message, verificationKeys, expectSigned: true });
     await signatures[0]!.verified;
   } catch {
-    throw new AppError(401, 'bad_signature', "the request is not signed by a key registered for this clientId");
+    return { code: 'bad_signature', message: 'the request is not signed by a key registered for this clientId' };
   }
+  return undefined;
+}
+
+/** Why a signed request is refused. */
+export interface SignatureProblem {
+  code: 'request_expired' | 'unknown_client_key' | 'bad_signature';
+  message: string;
 }
 
 /** Reads a public key for registration; refuses private keys and anything unreadable. */

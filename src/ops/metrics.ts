@@ -161,7 +161,7 @@ export class Metrics {
       (pending ??= sources.knex
         .raw(
           `select pool, sum(seats)::int as seats, sum(in_use)::int as in_use from (
-             select case when p.virtual_key_id is null then p.name else 'virtual-keys' end as pool, p.seats,
+             select case when p.kind = 'virtual_key' then 'virtual-keys' else p.name end as pool, p.seats,
                     (select count(*) from leases l
                       where l.pool_id = p.id and l.released_at is null and l.expires_at > clock_timestamp()) as in_use
                from lease_pools p) per_pool

@@ -4,7 +4,7 @@ import type { Logger } from '../lib/logger.ts';
 import { callerAddress } from '../lib/http/caller.ts';
 import type { IpAddress, IpRange } from '../lib/ip.ts';
 import { parseDurationSeconds } from './duration.ts';
-import { API_VERSIONS, MAX_DURATION_SECONDS, sesError, type SesResult, type SesService } from './service.ts';
+import { API_VERSIONS, MAX_DURATION_SECONDS, type SesOutcome, type SesService } from './service.ts';
 import { DATABASE_RETRY_AFTER_SECONDS, databaseFault } from '../lib/db-faults.ts';
 
 const MAX_BODY_BYTES = 64 * 1024;
@@ -15,6 +15,44 @@ const ONE = /^\/softwareentitlements\/([^/]+)\/?$/i;
 /** True for a path the SES handler answers (anything naming softwareEntitlements, so that a malformed one gets the protocol's 404). */
 export function isSesPath(path: string): boolean {
   return /softwareentitlements/i.test(path);
+}
+
+/** An SES answer: status and body, the body in the protocol's own shape. */
+export interface SesResult {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export const sesError = (status: number, code: string, value: string): SesResult => ({
+  status,
+  body: { code, message: { lang: 'en-us', value } },
+});
+
+/** What the protocol answers for each outcome of the service. */
+export function sesAnswer(outcome: SesOutcome): SesResult {
+  switch (outcome.kind) {
+    case 'denied':
+      return sesError(403, 'EntitlementDenied', `Entitlement for ${outcome.applicationId} was denied.`);
+    case 'approved_v1':
+      return { status: 200, body: { id: outcome.id, vmid: outcome.vmid } };
+    case 'approved_v2':
+      return { status: 200, body: { id: outcome.id, expiry: outcome.expiry.toISOString() } };
+    case 'acquired':
+      return { status: 200, body: { entitlementId: outcome.entitlementId, initialExpiryTime: outcome.expiry.toISOString() } };
+    case 'renewed':
+      return { status: 200, body: { expiryTime: outcome.expiry.toISOString() } };
+    case 'released':
+      return { status: 204 };
+    case 'duration_too_long':
+      return sesError(400, 'EntitlementDenied', `The duration is longer than ${outcome.maxSeconds} seconds.`);
+    case 'not_found':
+      return sesError(404, 'NotFound', `Entitlement ${outcome.entitlementId} was not found.`);
+    case 'already_released':
+      return sesError(409, 'AlreadyReleased', `Entitlement ${outcome.entitlementId} was already released.`);
+    case 'expired':
+      return sesError(409, 'EntitlementExpired', `Entitlement ${outcome.entitlementId} has expired.`);
+  }
 }
 
 export interface SesHandlerDeps {
@@ -147,30 +185,45 @@ export function createSesHandler(deps: SesHandlerDeps) {
         req.resume();
         return sesError(400, 'UnsupportedApiVersion', `The api-version ${version} does not renew or release entitlements.`);
       }
-      const id = one[1]!; // a UUID needs no decoding; anything else is not found, whatever the body
-      if (!UUID.test(id)) {
-        req.resume();
-        ses.recordNotFound(operation, version, id, caller, 'entitlement id is not a UUID');
-        return notFound;
-      }
-      if (operation === 'release') {
-        req.resume();
-        return ses.release(version, id.toLowerCase(), caller);
-      }
-      const body = await readJson(req);
-      if ('refusal' in body) {
-        ses.recordInvalid('renew', version, null, caller, 'unreadable body', id.toLowerCase());
-        return body.refusal;
-      }
-      const duration = field(body.value, 'duration');
-      const seconds = duration === undefined ? undefined : parseDurationSeconds(duration);
-      if (seconds === undefined || seconds > MAX_DURATION_SECONDS) {
-        ses.recordInvalid('renew', version, null, caller, 'no, unparseable or too long duration', id.toLowerCase());
-        return badDuration;
-      }
-      return ses.renew(version, id.toLowerCase(), seconds, caller);
+      return renewOrRelease(req, one[1]!, version, req.method === 'DELETE' ? 'release' : 'renew', caller);
     }
+    return approveOrAcquire(req, version, kind, caller);
+  }
 
+  /** `POST /softwareEntitlements/{id}` (renew) and `DELETE` (release), at the latest api-version. */
+  async function renewOrRelease(req: IncomingMessage, id: string, version: string, operation: 'renew' | 'release', caller: IpAddress | undefined): Promise<SesResult> {
+    // A UUID needs no decoding; anything else is not found, whatever the body.
+    if (!UUID.test(id)) {
+      req.resume();
+      ses.recordNotFound(operation, version, id, caller, 'entitlement id is not a UUID');
+      return notFound;
+    }
+    if (operation === 'release') {
+      req.resume();
+      return sesAnswer(await ses.release(version, id.toLowerCase(), caller));
+    }
+    const body = await readJson(req);
+    if ('refusal' in body) {
+      ses.recordInvalid('renew', version, null, caller, 'unreadable body', id.toLowerCase());
+      return body.refusal;
+    }
+    const duration = field(body.value, 'duration');
+    const seconds = duration === undefined ? undefined : parseDurationSeconds(duration);
+    if (seconds === undefined || seconds > MAX_DURATION_SECONDS) {
+      ses.recordInvalid('renew', version, null, caller, 'no, unparseable or too long duration', id.toLowerCase());
+      return badDuration;
+    }
+    return sesAnswer(await ses.renew(version, id.toLowerCase(), seconds, caller));
+  }
+
+  /** `POST /softwareEntitlements`: approve (v1, v2) or, at the latest api-version, acquire. */
+  async function approveOrAcquire(
+    req: IncomingMessage,
+    version: string,
+    kind: 'approve-v1' | 'approve-v2' | 'latest',
+    caller: IpAddress | undefined,
+  ): Promise<SesResult> {
+    const operation = kind === 'latest' ? 'acquire' : 'approve';
     const body = await readJson(req);
     if ('refusal' in body) {
       ses.recordInvalid(operation, version, null, caller, 'unreadable body');
@@ -204,7 +257,7 @@ export function createSesHandler(deps: SesHandlerDeps) {
         return badDuration;
       }
     }
-    return ses.approve(version, kind, { token, applicationId, ...(durationSeconds !== undefined && { durationSeconds }) }, caller);
+    return sesAnswer(await ses.approve(version, kind, { token, applicationId, ...(durationSeconds !== undefined && { durationSeconds }) }, caller));
   }
 
   return function handleSes(req: IncomingMessage, res: ServerResponse, path: string, query: string): void {

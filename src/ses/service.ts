@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Knex } from 'knex';
 import type { Logger } from '../lib/logger.ts';
 import type { IpAddress } from '../lib/ip.ts';
-import type { LeasesRepo } from '../leases/repo.ts';
-import { endedAs } from '../leases/rules.ts';
+import type { PoolInput } from '../leases/repo.ts';
+import type { SeatEngine } from '../leases/seats.ts';
+import { poolNameOf } from '../leases/pool-kinds.ts';
 import { decideGrant, type TokenVerifier } from './verifier.ts';
 
 /** The api-versions of the reference, by what they do. */
@@ -19,22 +19,31 @@ export const API_VERSIONS: Record<string, 'approve-v1' | 'approve-v2' | 'latest'
 import type { TokenEvent } from '../domain/events.ts';
 export type { TokenEvent };
 
-/** An SES answer: status and body, the body in the protocol's own shape. */
-export interface SesResult {
-  status: number;
-  body?: unknown;
-  headers?: Record<string, string>;
-}
-
-export const sesError = (status: number, code: string, value: string): SesResult => ({
-  status,
-  body: { code, message: { lang: 'en-us', value } },
-});
-
-const deniedFor = (applicationId: string) => sesError(403, 'EntitlementDenied', `Entitlement for ${applicationId} was denied.`);
+/** What an SES request comes to; the routes answer it in the protocol's shape (routes.ts). */
+export type SesOutcome =
+  | { kind: 'denied'; applicationId: string }
+  | { kind: 'approved_v1'; id: string; vmid: string }
+  | { kind: 'approved_v2'; id: string; expiry: Date }
+  | { kind: 'acquired'; entitlementId: string; expiry: Date }
+  | { kind: 'renewed'; expiry: Date }
+  | { kind: 'released' }
+  | { kind: 'duration_too_long'; maxSeconds: number }
+  | { kind: 'not_found'; entitlementId: string }
+  | { kind: 'already_released'; entitlementId: string }
+  | { kind: 'expired'; entitlementId: string };
 
 /** The longest entitlement duration: a week, as the leases' longest TTL. */
 export const MAX_DURATION_SECONDS = 7 * 86_400;
+
+/** An application's pool as made on its first acquire: no practical limit until an admin sets its seats. */
+const APPLICATION_POOL: PoolInput = {
+  seats: 1_000_000,
+  defaultTtlSeconds: 300,
+  maxTtlSeconds: MAX_DURATION_SECONDS,
+  heartbeatIntervalSeconds: 100,
+  requireSignedRequests: false,
+  anonymous: false,
+};
 
 /**
  * A name-based UUID (RFC 9562 version 5: SHA-1 of the namespace's 16 bytes and the name in
@@ -59,39 +68,44 @@ export const VMID_NAMESPACE = '27bb05f3-5f97-4799-8662-4e9b3aa68381';
  */
 export const vmidOf = (claims: { id: string; vmid: string | null }): string => claims.vmid ?? nameBasedUuid(VMID_NAMESPACE, claims.id);
 
-/** Application ids become pool names: `ses-<id>` when the id is plain, else `ses-<hash>`. */
-export function poolOfApplication(applicationId: string): string {
+/**
+ * The application whose seats a pool holds, as lease pools record it: the id in lower case when
+ * it is plain (and short enough to name the pool), else the first 32 hex digits of its SHA-256.
+ */
+export function applicationOf(applicationId: string): string {
   const id = applicationId.toLowerCase();
-  if (/^[a-z0-9][a-z0-9._-]{0,58}$/.test(id)) return `ses-${id}`;
-  return `ses-${createHash('sha256').update(id).digest('hex').slice(0, 32)}`;
+  if (/^[a-z0-9][a-z0-9._-]{0,58}$/.test(id)) return id;
+  return createHash('sha256').update(id).digest('hex').slice(0, 32);
 }
+
+/** The name of an application's pool, as admins see it: `ses-<id>` when the id is plain, else `ses-<hash>`. */
+export const poolOfApplication = (applicationId: string): string =>
+  poolNameOf({ kind: 'ses_application', application: applicationOf(applicationId) });
 
 export interface SesServiceDeps {
   verifier: TokenVerifier;
-  repo: LeasesRepo;
+  /** The seat engine the lease protocol uses too (LeaseService.seats). */
+  seats: SeatEngine;
   events: { record(event: TokenEvent): void };
   logger: Logger;
 }
 
 /**
  * The Software Entitlement Service: approve (v1, v2) verifies a token against the request;
- * acquire does the same and takes a durable lease from the application's pool
- * (`ses-<application>`, unlimited unless an admin set its seats); renew and release act on
- * that lease. The reason of a denial is logged and audited, never sent.
+ * acquire does the same and takes a seat of the application's pool through the seat engine
+ * (a lease, unlimited unless an admin set the pool's seats); renew and release act on that
+ * lease, and only on leases of SES applications' pools. The reason of a denial is logged and
+ * audited, never sent.
  */
 export class SesService {
   constructor(private readonly deps: SesServiceDeps) {}
-
-  private get knex(): Knex {
-    return this.deps.repo.knex;
-  }
 
   async approve(
     apiVersion: string,
     kind: 'approve-v1' | 'approve-v2' | 'latest',
     body: { token: string; applicationId: string; durationSeconds?: number },
     caller: IpAddress | undefined,
-  ): Promise<SesResult> {
+  ): Promise<SesOutcome> {
     const started = process.hrtime.bigint();
     const operation = kind === 'latest' ? 'acquire' : 'approve';
     const audit = (outcome: TokenEvent['outcome'], reason: string | null, tokenId: string | null, entitlementId: string | null = null) =>
@@ -102,94 +116,84 @@ export class SesService {
       this.deps.logger.info({ applicationId: body.applicationId, reason: verification.reason }, 'software entitlement refused');
       // A malformed token is denied like any other, as the reference does; the audit tells it apart.
       audit(verification.kind === 'malformed' ? 'invalid' : 'denied', verification.reason, null);
-      return deniedFor(body.applicationId);
+      return { kind: 'denied', applicationId: body.applicationId };
     }
     const { claims } = verification;
     const grant = decideGrant(claims, body.applicationId, caller);
     if (!grant.granted) {
       this.deps.logger.info({ tokenId: claims.id, applicationId: body.applicationId, reason: grant.reason }, 'software entitlement denied');
       audit('denied', grant.reason, claims.id);
-      return deniedFor(body.applicationId);
+      return { kind: 'denied', applicationId: body.applicationId };
     }
 
     if (kind !== 'latest') {
       const id = `entitlement-${randomUUID()}`;
       audit('approved', null, claims.id, id);
-      if (kind === 'approve-v1') return { status: 200, body: { id, vmid: vmidOf(claims) } };
-      return { status: 200, body: { id, expiry: claims.expires.toISOString() } };
+      if (kind === 'approve-v1') return { kind: 'approved_v1', id, vmid: vmidOf(claims) };
+      return { kind: 'approved_v2', id, expiry: claims.expires };
     }
 
-    const ttlSeconds = body.durationSeconds!;
-    const result = await this.deps.repo.acquire(
-      this.knex,
-      {
-        pool: poolOfApplication(body.applicationId),
-        create: { seats: 1_000_000, defaultTtlSeconds: 300, maxTtlSeconds: MAX_DURATION_SECONDS, heartbeatIntervalSeconds: 100, requireSignedRequests: false, anonymous: false },
-      },
+    const taken = await this.deps.seats.take(
+      { kind: 'ses_application', application: applicationOf(body.applicationId), create: APPLICATION_POOL },
       {
         clientId: `${claims.id.slice(0, 80)}#${randomUUID().slice(0, 8)}`,
-        ttlSeconds,
+        ttlSeconds: body.durationSeconds!,
         clientAddress: caller?.toString() ?? null,
         metadata: { tokenId: claims.id, applicationId: body.applicationId, ...(claims.vmid !== null && { vmid: claims.vmid }) },
         // The SES protocol's own rules guard these leases (the token, the entitlement id).
         credential: null,
       },
     );
-    if (result.outcome === 'no_pool') throw new Error(`pool ${poolOfApplication(body.applicationId)} vanished while acquiring`);
-    // Each acquire names a fresh clientId, so no live lease can hold it.
-    if (result.outcome === 'client_id_in_use') throw new Error(`a fresh SES clientId was already in use in ${result.pool.name}`);
-    if (result.outcome === 'ttl_too_long') {
-      audit('invalid', `duration over the pool's maximum of ${result.pool.maxTtlSeconds} s`, claims.id);
-      return sesError(400, 'EntitlementDenied', `The duration is longer than ${result.pool.maxTtlSeconds} seconds.`);
+    switch (taken.kind) {
+      case 'granted':
+        audit('approved', null, claims.id, taken.lease.id);
+        return { kind: 'acquired', entitlementId: taken.lease.id, expiry: taken.lease.expiresAt };
+      case 'ttl_too_long':
+        audit('invalid', `duration over the pool's maximum of ${taken.pool.maxTtlSeconds} s`, claims.id);
+        return { kind: 'duration_too_long', maxSeconds: taken.pool.maxTtlSeconds };
+      case 'no_seat':
+        this.deps.logger.info({ tokenId: claims.id, applicationId: body.applicationId, pool: taken.pool }, 'software entitlement denied: no seat');
+        audit('denied', 'no_seat_available', claims.id);
+        return { kind: 'denied', applicationId: body.applicationId };
+      default:
+        // The pool is made when missing and found by its application; each acquire names a fresh clientId.
+        throw new Error(`the seat engine answered ${taken.kind} to an acquire of application ${body.applicationId}`);
     }
-    if (result.outcome === 'full') {
-      this.deps.logger.info({ tokenId: claims.id, applicationId: body.applicationId, pool: result.pool.name }, 'software entitlement denied: no seat');
-      audit('denied', 'no_seat_available', claims.id);
-      return deniedFor(body.applicationId);
-    }
-    audit('approved', null, claims.id, result.lease.id);
-    return { status: 200, body: { entitlementId: result.lease.id, initialExpiryTime: result.lease.expiresAt.toISOString() } };
   }
 
-  async renew(apiVersion: string, id: string, durationSeconds: number, caller: IpAddress | undefined): Promise<SesResult> {
+  async renew(apiVersion: string, id: string, durationSeconds: number, caller: IpAddress | undefined): Promise<SesOutcome> {
     const started = process.hrtime.bigint();
     const audit = (outcome: TokenEvent['outcome'], reason: string | null) =>
       this.record({ operation: 'renew', apiVersion, tokenId: null, applicationId: null, caller, outcome, reason, entitlementId: id, started });
-    return this.knex.transaction(async (trx) => {
-      const found = await this.deps.repo.getLease(id, trx);
-      if (!found || !found.pool.name.startsWith('ses-')) {
-        audit('not_found', null);
-        return sesError(404, 'NotFound', `Entitlement ${id} was not found.`);
-      }
-      if (durationSeconds > found.pool.maxTtlSeconds) {
-        audit('invalid', 'duration too long');
-        return sesError(400, 'EntitlementDenied', `The duration is longer than ${found.pool.maxTtlSeconds} seconds.`);
-      }
-      const renewed = await this.deps.repo.renew(trx, id, durationSeconds, caller?.toString() ?? null);
-      if (renewed) {
-        audit('renewed', null);
-        return { status: 200, body: { expiryTime: renewed.expiresAt.toISOString() } };
-      }
-      const ended = endedAs(found.lease, new Date()) ?? 'expired';
-      audit('conflict', ended);
-      return ended === 'released'
-        ? sesError(409, 'AlreadyReleased', `Entitlement ${id} was already released.`)
-        : sesError(409, 'EntitlementExpired', `Entitlement ${id} has expired.`);
-    });
+    const found = await this.deps.seats.find(id, 'ses_application');
+    if (!found) {
+      audit('not_found', null);
+      return { kind: 'not_found', entitlementId: id };
+    }
+    if (durationSeconds > found.pool.maxTtlSeconds) {
+      audit('invalid', 'duration too long');
+      return { kind: 'duration_too_long', maxSeconds: found.pool.maxTtlSeconds };
+    }
+    const renewed = await this.deps.seats.renew(id, durationSeconds, caller?.toString() ?? null);
+    if (renewed.kind === 'renewed') {
+      audit('renewed', null);
+      return { kind: 'renewed', expiry: renewed.lease.expiresAt };
+    }
+    audit('conflict', renewed.as);
+    return { kind: renewed.as === 'released' ? 'already_released' : 'expired', entitlementId: id };
   }
 
-  async release(apiVersion: string, id: string, caller: IpAddress | undefined): Promise<SesResult> {
+  async release(apiVersion: string, id: string, caller: IpAddress | undefined): Promise<SesOutcome> {
     const started = process.hrtime.bigint();
     const audit = (outcome: TokenEvent['outcome']) =>
       this.record({ operation: 'release', apiVersion, tokenId: null, applicationId: null, caller, outcome, reason: null, entitlementId: id, started });
-    const found = await this.deps.repo.getLease(id);
-    if (!found || !found.pool.name.startsWith('ses-')) {
+    if (!(await this.deps.seats.find(id, 'ses_application'))) {
       audit('not_found');
-      return sesError(404, 'NotFound', `Entitlement ${id} was not found.`);
+      return { kind: 'not_found', entitlementId: id };
     }
-    await this.deps.repo.release(this.knex, id, null, caller?.toString() ?? null);
+    await this.deps.seats.release(id, null, caller?.toString() ?? null);
     audit('released');
-    return { status: 204 };
+    return { kind: 'released' };
   }
 
   /**

@@ -36,7 +36,7 @@ export function wireTokens(base: Foundation, pre: Preflight, leases: LeasesPart,
   });
   const ses = new SesService({
     verifier,
-    repo: leases.repo,
+    seats: leases.service.seats,
     events: {
       record: (event: TokenEvent) => {
         events.record(event);

@@ -2,6 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { databaseTargets } from '../helpers/databases.ts';
 import { migrate, migrationsCurrent, openDatabase } from '../../src/store/db.ts';
+import * as poolKinds from '../../migrations/20261211000000_pool_kinds.ts';
 
 const postgres = databaseTargets.find((t) => t.name === 'postgres');
 
@@ -26,3 +27,81 @@ describe('migrations on one PostgreSQL', { skip: postgres ? false : 'TEST_DATABA
     }
   });
 });
+
+for (const target of databaseTargets) {
+  describe(`pool kinds (20261211000000_pool_kinds) on ${target.name}`, () => {
+    it('classifies the pools there were by the names they had, keeps kind and owner together, and undoes cleanly', async () => {
+      const created = await target.create();
+      const db = await openDatabase({ databaseUrl: created.env.DATABASE_URL, dataDir: created.env.DATA_DIR });
+      const knex = db.knex;
+      try {
+        await migrate(db);
+        // The schema as it was before: kinds were read from names.
+        await poolKinds.down(knex);
+        const [entitlement] = await knex('entitlements').insert({ server_pattern: 'rm.example.com', real_key: 'real' }).returning('id');
+        const [vk] = await knex('virtual_keys')
+          .insert({ entitlement_id: entitlement.id, key_hash: 'h', key_hint: 'k…', max_concurrent_leases: 3 })
+          .returning('id');
+        const limits = { seats: 2, default_ttl_seconds: 60, max_ttl_seconds: 600, heartbeat_interval_seconds: 20 };
+        await knex('lease_pools').insert([
+          { name: 'cad', ...limits, anonymous: true },
+          { name: 'ses-contosoapp', ...limits },
+          { name: `ses-${'ab'.repeat(16)}`, ...limits },
+          { name: 'sessions', ...limits },
+          { name: `vk-${vk.id}`, ...limits, virtual_key_id: vk.id },
+        ]);
+        await poolKinds.up(knex);
+
+        const pools = await knex('lease_pools').orderBy('name').select('name', 'kind', 'virtual_key_id', 'ses_application');
+        assert.deepEqual(
+          pools.map((p) => [p.name, p.kind, p.virtual_key_id, p.ses_application]),
+          [
+            ['cad', 'named', null, null],
+            [`ses-${'ab'.repeat(16)}`, 'ses_application', null, 'ab'.repeat(16)],
+            ['ses-contosoapp', 'ses_application', null, 'contosoapp'],
+            ['sessions', 'named', null, null],
+            [`vk-${vk.id}`, 'virtual_key', vk.id, null],
+          ],
+        );
+
+        // Kind and owner go together; owned pools are never anonymous.
+        const refused = async (row: Record<string, unknown>) => {
+          await assert.rejects(knex('lease_pools').insert({ ...limits, ...row }), /lease_pools_kind_check|unique/, JSON.stringify(row));
+        };
+        await refused({ name: 'a', kind: 'ses_application' });
+        await refused({ name: 'b', kind: 'named', ses_application: 'b' });
+        await refused({ name: 'c', kind: 'virtual_key' });
+        await refused({ name: 'd', kind: 'ses_application', ses_application: 'd', anonymous: true });
+        await refused({ name: 'e', kind: 'whatever' });
+        await refused({ name: 'f', kind: 'ses_application', ses_application: 'contosoapp' });
+        const [other] = await knex('virtual_keys').insert({ entitlement_id: entitlement.id, key_hash: 'h2', key_hint: 'k…' }).returning('id');
+        await refused({ name: 'g', virtual_key_id: other.id });
+
+        // The acquire function finds an application's pool by its application, whatever its name.
+        const acquire = (kind: string, name: string, application: string | null, client: string) =>
+          knex.raw('select entgate_lease_acquire(?, ?, null, ?, null, ?::json, ?, null, gen_random_uuid(), null, null, null) as r', [
+            kind,
+            name,
+            application,
+            JSON.stringify({ seats: 1_000_000, defaultTtlSeconds: 300, maxTtlSeconds: 604_800, heartbeatIntervalSeconds: 100 }),
+            client,
+          ]);
+        const seatOf = async (...args: Parameters<typeof acquire>) =>
+          ((await acquire(...args)) as { rows: { r: { outcome: string; pool: { name: string; seats: number } } }[] }).rows[0]!.r;
+        const first = await seatOf('ses_application', 'ses-contosoapp', 'contosoapp', 'job-1');
+        assert.deepEqual([first.outcome, first.pool.name, first.pool.seats], ['acquired', 'ses-contosoapp', 2]);
+        assert.equal((await seatOf('named', 'ses-contosoapp', null, 'job-2')).outcome, 'other_kind');
+        assert.equal((await seatOf('named', 'sessions', null, 'job-3')).outcome, 'acquired');
+
+        await poolKinds.down(knex);
+        const columns = Object.keys(await knex('lease_pools').columnInfo());
+        assert.ok(!columns.includes('kind') && !columns.includes('ses_application'), columns.join());
+        await poolKinds.up(knex);
+        assert.equal(await migrationsCurrent(db), true);
+      } finally {
+        await db.close();
+        await created.drop();
+      }
+    });
+  });
+}

@@ -1,7 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { endedAs, heartbeatFor, isLive, resolveTtl, retryAfterSeconds, POOL_NAME, CLIENT_ID } from '../../../src/leases/rules.ts';
+import { endedAs, heartbeatFor, isLive, resolveTtl, retryAfterSeconds, CLIENT_ID } from '../../../src/leases/rules.ts';
+import { POOL_NAME } from '../../../src/leases/pool-kinds.ts';
 
 const pool = { seats: 3, defaultTtlSeconds: 60, maxTtlSeconds: 300, heartbeatIntervalSeconds: 20 };
 const at = (ms: number) => new Date(ms);
