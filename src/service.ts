@@ -4,7 +4,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { Server as NetServer, type AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { Config } from '../config/settings.ts';
-import type { Logger } from './logger.ts';
+import { logOutputOf, type Logger } from './logger.ts';
 import { openDatabase, migrate, migrationsCurrent, readinessCheck, type Database } from './store/db.ts';
 import { checkKeySecret, loadOrCreateStoredSecret } from './store/instance-secret.ts';
 import { EntitlementsRepo } from './store/entitlements-repo.ts';
@@ -251,7 +251,9 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
     flushMs: config.auditFlushMs,
   });
   const adminTokens = new AdminTokens(db.knex, config.adminToken, logger, (reason) => metrics.observeAdminAuthFailure(reason));
+  const logOutput = logOutputOf(logger);
   const metrics = new Metrics({
+    logLinesDropped: () => logOutput?.stats().dropped ?? 0,
     keyCache: cache,
     chain,
     checkEvents: () => events.getStats(),
@@ -286,6 +288,7 @@ async function assemble(config: Config, logger: Logger, db: Database): Promise<R
       tokenCache: { entries: verifier.cacheSize },
       keyCache: { entries: cache.size, hits: cache.hits, misses: cache.misses },
       resolvers: chain.getStats(),
+      ...(logOutput && { logging: logOutput.stats() }),
     }),
     ready: readinessCheck(db),
   });
