@@ -1,4 +1,4 @@
-import axios, { type AxiosInstance, type Method } from 'axios';
+import type { AxiosInstance, Method } from 'axios';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { CliError } from './output.ts';
@@ -8,25 +8,28 @@ import { CliError } from './output.ts';
  * so the CLI never opens it: every admin command is a request to ENTGATE_URL.
  */
 export class AdminClient {
-  private readonly http: AxiosInstance;
+  /** axios, loaded by the commands that make requests: not by `--help`, `serve` or `migrate` (~0.25 CPU-s). */
+  private readonly http: Promise<AxiosInstance>;
 
   constructor(
     private readonly baseUrl: string,
     token: string | undefined,
   ) {
-    this.http = axios.create({
-      baseURL: `${baseUrl.replace(/\/+$/, '')}/admin/v1`,
-      timeout: 30_000,
-      headers: token ? { Authorization: `Bearer ${token}` } : {},
-      validateStatus: () => true,
-      maxRedirects: 0,
-    });
+    this.http = import('axios').then(({ default: axios }) =>
+      axios.create({
+        baseURL: `${baseUrl.replace(/\/+$/, '')}/admin/v1`,
+        timeout: 30_000,
+        headers: token ? { Authorization: `Bearer ${token}` } : {},
+        validateStatus: () => true,
+        maxRedirects: 0,
+      }),
+    );
   }
 
   async request<T>(method: Method, path: string, data?: unknown, contentType?: string): Promise<T> {
     let res;
     try {
-      res = await this.http.request({
+      res = await (await this.http).request({
         method,
         url: path,
         data,
@@ -49,7 +52,7 @@ export class AdminClient {
   async requestLines<T>(method: Method, path: string, data: unknown, contentType: string, onLine: (line: Record<string, unknown>) => void, contentLength?: number): Promise<T> {
     let outcome: { status?: unknown } | undefined;
     try {
-      const res = await this.http.request<Readable>({
+      const res = await (await this.http).request<Readable>({
         method,
         url: path,
         data,
