@@ -15,6 +15,12 @@
  *   BENCH_CRM=0          skip the crm resolver scenarios
  *   BENCH_LEASES=0       skip the floating-lease scenarios (bench/leases.ts)
  *   BENCH_SES=0          skip the software entitlement token scenarios (bench/ses.ts)
+ *   BENCH_STARTUP=0      skip the start-up and CLI figures (bench/startup.ts)
+ *   BENCH_STARTUP_RUNS   runs per start-up and CLI figure (default 5)
+ *   BENCH_STARTUP_DIST   a compiled build to measure too (a directory holding src/cli/main.js;
+ *                        default dist/, when it holds one)
+ *   BENCH_CHECKS=0       skip the rUS check scenarios (the main table, crm, scaling, memory);
+ *                        the results section of docs/benchmarks.md is then left as it is
  *   BENCH_NO_DOC=1       print the results without writing docs/benchmarks.md
  */
 import { randomBytes } from 'node:crypto';
@@ -31,9 +37,11 @@ import { combine, describe, drive, type LoadResult, type LoadSpec } from './lib/
 import { killAllNow, rssMiB, startServer, stopAll, type ServerProcess } from './lib/processes.ts';
 import { leaseScenarios } from './leases.ts';
 import { sesScenarios } from './ses.ts';
+import { startupScenarios } from './startup.ts';
 import {
   renderResults,
   rssVerdict,
+  STARTUP_BLOCK,
   scaleVerdict,
   scenarioVerdict,
   writeResults,
@@ -60,6 +68,8 @@ const RSS_KEYS = Math.floor(numberEnv('BENCH_RSS_KEYS', 1_000_000, 0, 5_000_000)
 const CRM = process.env.BENCH_CRM !== '0';
 const LEASES = process.env.BENCH_LEASES !== '0';
 const SES = process.env.BENCH_SES !== '0';
+const STARTUP = process.env.BENCH_STARTUP !== '0';
+const CHECKS = process.env.BENCH_CHECKS !== '0';
 const WRITE_DOC = process.env.BENCH_NO_DOC !== '1';
 const CONNECTIONS = 50;
 const SCALE_CONNECTIONS = 10;
@@ -70,7 +80,7 @@ const SCALE_SMALL = 10_000;
 const SCALE_LARGE = 1_000_000;
 /** Bounds of the memory run and of the whole benchmark. */
 const RSS_MAX_SECONDS = 240;
-const RUN_MAX_SECONDS = 20 * 60;
+const RUN_MAX_SECONDS = 20 * 60 + (STARTUP ? 20 * 60 : 0);
 
 const SECRET = randomBytes(32).toString('hex');
 const ADMIN_TOKEN = randomBytes(16).toString('hex');
@@ -450,6 +460,24 @@ async function main(): Promise<void> {
   const leftovers = await dbs.leftovers();
   if (leftovers.length > 0) {
     log(`note: databases of an earlier run that was killed are still there (not touched; drop them if no benchmark is running): ${leftovers.join(', ')}`);
+  }
+
+  // First, while no other server of the run is up: start-up times are the most sensitive to load.
+  const startup = STARTUP ? await startupScenarios(ADMIN_URL) : undefined;
+  if (startup) {
+    console.log(`\n${startup.markdown}\n`);
+    if (WRITE_DOC) {
+      writeResults(fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url)), startup.markdown, STARTUP_BLOCK);
+      log('start-up figures written to docs/benchmarks.md');
+    }
+  }
+  if (!CHECKS) {
+    log('BENCH_CHECKS=0: no rUS check scenarios (the results section of docs/benchmarks.md is left as it is)');
+    const leases = LEASES ? await leaseScenarios(DURATION, ADMIN_URL) : undefined;
+    const ses = SES ? await sesScenarios(DURATION, ADMIN_URL) : undefined;
+    for (const r of [leases, ses]) if (r) console.log(`\n${r.markdown}\n`);
+    if ([startup, leases, ses].some((r) => r && !r.valid)) process.exitCode = 2;
+    return;
   }
 
   const entitlementsFor = (url: string) => seedEntitlements(url, ENTITLEMENTS);

@@ -44,14 +44,21 @@ export function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+export interface StartOptions {
+  /** How often `readyPath` is polled (default 100 ms). */
+  pollMs?: number;
+  /** How long the start may take (default a minute). */
+  timeoutMs?: number;
+}
+
 /**
  * Starts `node <args>` with a minimal environment plus `env` and PORT, and waits until
- * GET `readyPath` answers 200 (polled every 100 ms, for at most a minute).
+ * GET `readyPath` answers 200 (polled every 100 ms, for at most a minute, unless `options` say otherwise).
  */
-export async function startServer(name: string, args: string[], env: Record<string, string>, readyPath: string): Promise<ServerProcess> {
+export async function startServer(name: string, args: string[], env: Record<string, string>, readyPath: string, options: StartOptions = {}): Promise<ServerProcess> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(name, args, env, readyPath, await freePort());
+      return await startOnce(name, args, env, readyPath, await freePort(), options);
     } catch (err) {
       // Another process may have taken the port between the probe and the bind: one retry.
       if (attempt >= 2 || !/EADDRINUSE/.test((err as Error).message)) throw err;
@@ -59,7 +66,8 @@ export async function startServer(name: string, args: string[], env: Record<stri
   }
 }
 
-async function startOnce(name: string, args: string[], env: Record<string, string>, readyPath: string, port: number): Promise<ServerProcess> {
+async function startOnce(name: string, args: string[], env: Record<string, string>, readyPath: string, port: number, options: StartOptions): Promise<ServerProcess> {
+  const timeoutMs = options.timeoutMs ?? START_TIMEOUT_MS;
   const child = spawn(process.execPath, ['--import', GUARD, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env, PORT: String(port) },
@@ -104,7 +112,7 @@ async function startOnce(name: string, args: string[], env: Record<string, strin
   };
   running.add(proc);
 
-  const deadline = Date.now() + START_TIMEOUT_MS;
+  const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (hasExited) {
       running.delete(proc);
@@ -117,10 +125,10 @@ async function startOnce(name: string, args: string[], env: Record<string, strin
     } catch {
       // not listening yet
     }
-    await sleep(100);
+    await sleep(options.pollMs ?? 100);
   }
   await proc.stop();
-  throw new Error(`${name} was not ready within ${START_TIMEOUT_MS / 1000} s:\n${out.slice(-4000)}`);
+  throw new Error(`${name} was not ready within ${timeoutMs / 1000} s:\n${out.slice(-4000)}`);
 }
 
 /** Stops every process started here that is still running (all at once, each by its pid). */
@@ -132,6 +140,18 @@ export async function stopAll(): Promise<void> {
 export function killAllNow(): void {
   for (const p of running) if (!p.exited()) p.child.kill('SIGKILL');
 }
+
+/** CPU seconds (user + system, all threads) a process has used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number | 'self', children = false): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const ticks = children ? f[13]! + f[14]! : f[11]! + f[12]!;
+  return ticks / CLOCK_TICKS;
+}
+
+/** USER_HZ: the unit of /proc/<pid>/stat times (100 on Linux everywhere that matters). */
+const CLOCK_TICKS = 100;
 
 /** Resident set size of a process, in MiB (VmRSS from /proc/<pid>/status). */
 export function rssMiB(pid: number): number {

@@ -178,16 +178,19 @@ export function renderResults(
   return L.join('\n');
 }
 
-const BEGIN = '<!-- bench:results:begin (written by npm run bench; edits between these markers are overwritten) -->';
-const END = '<!-- bench:results:end -->';
+/** The blocks of docs/benchmarks.md the benchmark writes: the run's results, and the start-up figures (bench/startup.ts). */
+export const RESULTS_BLOCK = { name: 'results', heading: 'Latest results' } as const;
+export const STARTUP_BLOCK = { name: 'startup', heading: 'Start-up and CLI: latest figures' } as const;
 
-/** Replaces the results between the markers (appending them when the markers are missing). */
-export function writeResults(docPath: string, results: string): void {
+/** Replaces a block between its markers (appending it, under its heading, when the markers are missing). */
+export function writeResults(docPath: string, results: string, block: { name: string; heading: string } = RESULTS_BLOCK): void {
+  const BEGIN = `<!-- bench:${block.name}:begin (written by npm run bench; edits between these markers are overwritten) -->`;
+  const END = `<!-- bench:${block.name}:end -->`;
   const doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '# Benchmarks\n';
   const begin = doc.indexOf(BEGIN);
   const end = doc.indexOf(END);
   const section = `${BEGIN}\n\n${results}\n\n${END}`;
   const next =
-    begin >= 0 && end > begin ? `${doc.slice(0, begin)}${section}${doc.slice(end + END.length)}` : `${doc.trimEnd()}\n\n## Latest results\n\n${section}\n`;
+    begin >= 0 && end > begin ? `${doc.slice(0, begin)}${section}${doc.slice(end + END.length)}` : `${doc.trimEnd()}\n\n## ${block.heading}\n\n${section}\n`;
   writeFileSync(docPath, next);
 }

@@ -54,8 +54,13 @@ program
     const { loadConfig } = await import('../../config/load.ts');
     const config = loadConfig();
     // The server's modules are loaded by the commands that run it: the admin commands start fast.
-    const [{ createLogger }, { startService }] = await Promise.all([import('../lib/logger.ts'), import('../service.ts')]);
+    const [{ createLogger, logOutputOf }, { startService }] = await Promise.all([import('../lib/logger.ts'), import('../service.ts')]);
     const logger = createLogger(config.logLevel);
+    // Lines a slow log reader has not taken yet: waited for, but never for long (nothing is
+    // flushed on exit, so a reader that is gone or stalled cannot hold the process).
+    const exit = (code: number) => {
+      void (logOutputOf(logger)?.flushed(LOG_FLUSH_MS) ?? Promise.resolve()).then(() => process.exit(code));
+    };
     const service = await startService(config, logger);
     let stopping = false;
     const stop = (signal: string) => {
@@ -69,16 +74,19 @@ program
         process.exit(1);
       }, config.shutdownTimeoutMs + 7000).unref();
       service.close().then(
-        () => process.exit(0),
+        () => exit(0),
         (err: Error) => {
           logger.error({ err: err.message }, 'shutdown failed');
-          process.exit(1);
+          exit(1);
         },
       );
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
+
+/** How long a stopping server waits for its last log lines to be taken by a slow reader. */
+const LOG_FLUSH_MS = 1000;
 
 program
   .command('migrate')

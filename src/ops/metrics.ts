@@ -14,6 +14,8 @@ export interface MetricSources {
   adminEvents: () => CheckEventStats;
   guard: { stats: { blocksStarted: number; answersDelayed: number }; blockedCount: number };
   knex: Knex;
+  /** Log lines lost because the log output was full or gone (src/logger.ts). */
+  logLinesDropped?: () => number;
 }
 
 const MAX_REASONS = 100;
@@ -83,6 +85,9 @@ export class Metrics {
           this.inc(read());
         },
       });
+    fromSource('entgate_log_lines_dropped_total', 'Log lines lost: the log output (stdout) did not keep up, or failed (its reader went away) and stderr too', () =>
+      sources.logLinesDropped?.() ?? 0,
+    );
     fromSource('entgate_key_cache_hits_total', 'Key cache hits', () => sources.keyCache.hits);
     fromSource('entgate_key_cache_misses_total', 'Key cache misses', () => sources.keyCache.misses);
     fromSource('entgate_resolver_calls_total', 'Calls to resolvers (decision cache misses)', () => sources.chain.getStats().resolverCalls);

@@ -1,3 +1,4 @@
+import { logOutputOf } from '../lib/logger.ts';
 import { readinessCheck } from '../store/db.ts';
 import { startRetention } from '../store/audit.ts';
 import type { Metrics } from '../ops/metrics.ts';
@@ -20,7 +21,9 @@ export function wireOperations(
 ): Mount {
   const { config, logger, life, db } = base;
   const { check, tokens, admin } = parts;
+  const logOutput = logOutputOf(logger);
   metrics.watch({
+    logLinesDropped: () => logOutput?.stats().dropped ?? 0,
     keyCache: check.cache,
     chain: check.chain,
     checkEvents: () => check.events.getStats(),
@@ -37,7 +40,7 @@ export function wireOperations(
     metrics: config.metricsPort === undefined ? metrics : undefined,
     ready: readinessCheck(db),
     isClosing,
-    stats: () => ({ ...check.stats(), ...tokens.stats(), ...admin.stats() }),
+    stats: () => ({ ...check.stats(), ...tokens.stats(), ...admin.stats(), ...(logOutput && { logging: logOutput.stats() }) }),
   });
   return { path: '/', handlers: [router] };
 }

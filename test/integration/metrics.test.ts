@@ -54,6 +54,7 @@ describe('metrics', () => {
     assert.equal(delta('entgate_token_requests_total{operation="approve",outcome="invalid"}') + delta('entgate_token_requests_total{operation="approve",outcome="denied"}'), 1);
     assert.ok((after.get('entgate_db_pool_connections{state="free"}') ?? -1) >= 0);
     assert.ok(after.has('entgate_check_events_queued'));
+    assert.equal(after.get('entgate_log_lines_dropped_total'), 0);
   });
 });
 
