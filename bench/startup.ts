@@ -14,7 +14,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { isAbsolute, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Databases } from './lib/database.ts';
@@ -225,7 +225,7 @@ function render(rows: Row[], runs: number, entries: Entry[], notes: string[], lo
     2,
   );
   const L = [
-    `Start-up and CLI: ${runs} runs each, median (min–max). Entry points: ${entries.map((e) => `${e.name} (\`node ${e.script}\`)`).join(', ')}. ` +
+    `Run of ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} CPUs. ${runs} runs each, median (min–max). Entry points: ${entries.map((e) => `${e.name} (\`node ${e.script}\`)`).join(', ')}. ` +
       `Load average ${load0.map((v) => v.toFixed(2)).join(' / ')} before, ${load1.map((v) => v.toFixed(2)).join(' / ')} after.`,
     '',
     'Start to ready: spawn to the first `GET /readyz` 200 (polled every 20 ms); CPU is the server\'s user + system seconds until then (all its threads), RSS at that moment. `LOG_LEVEL=warn`, `ENTGATE_KEY_SECRET` set.',
