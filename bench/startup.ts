@@ -7,7 +7,7 @@
  * call (`entgate --help`, and `entgate vkey list --json` against a running server), wall time
  * and CPU seconds. Each figure over BENCH_STARTUP_RUNS runs (default 5): median, min and max.
  *
- * Entry points: the TypeScript sources through tsx (`node src/cli/entgate.js`, what was
+ * Entry points: the TypeScript sources through tsx (`node src/cli/entgate-dev.js`, how every
  * shipped until now), and the compiled build (`node dist/src/cli/main.js`) when `dist/` holds
  * one, or BENCH_STARTUP_DIST names a directory holding `src/cli/main.js`.
  */
@@ -54,7 +54,7 @@ export interface StartupBenchResult {
 
 /** The entry points present: the tsx sources always, the compiled build when there is one. */
 export function startupEntries(): { entries: Entry[]; notes: string[] } {
-  const entries: Entry[] = [{ name: 'tsx sources', script: 'src/cli/entgate.js' }];
+  const entries: Entry[] = [{ name: 'tsx sources', script: 'src/cli/entgate-dev.js' }];
   const notes: string[] = [];
   const dist = process.env.BENCH_STARTUP_DIST;
   const compiled = dist ? join(dist, 'src/cli/main.js') : join(ROOT, 'dist/src/cli/main.js');
