@@ -10,7 +10,6 @@ import type { Preflight } from './preflight.ts';
 /** Floating leases: the seat engine (SES takes its seats here too), its routes and its tidy job. */
 export interface LeasesPart {
   service: LeaseService;
-  repo: LeasesRepo;
   /** Mounted at /v1: acquire, heartbeat, release (client credentials, signed requests or virtual keys). */
   clientRoutes: Router;
   /** Mounted under /admin/v1: pools, live leases, client keys. */
@@ -19,9 +18,8 @@ export interface LeasesPart {
 
 export async function wireLeases(base: Foundation, pre: Preflight, check: CheckPart, credentials: ApiCredentials): Promise<LeasesPart> {
   const { config, logger, life, db } = base;
-  const repo = new LeasesRepo(db.knex);
   const service = new LeaseService(
-    repo,
+    new LeasesRepo(db.knex),
     check.virtualKeys,
     base.hashKey,
     {
@@ -38,7 +36,6 @@ export async function wireLeases(base: Foundation, pre: Preflight, check: CheckP
   await service.warnAboutAnonymousPools();
   return {
     service,
-    repo,
     clientRoutes: leaseRoutes(service, credentials.authenticate(), (header) => credentials.principalFor(header), pre.trustedProxies),
     adminRoutes: leaseAdminRoutes(service),
   };
