@@ -21,8 +21,6 @@ import { wireAdmin } from './wiring/admin.ts';
 import { wireOperations } from './wiring/operations.ts';
 import { openListeners } from './wiring/servers.ts';
 
-export { checkPathSet } from './wiring/servers.ts';
-
 export interface RunningService {
   server: Server;
   /** The express app behind everything but the rUS check and SES (tests walk its routes). */
@@ -53,8 +51,7 @@ export interface RunningService {
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const pre = await preflight(config, logger);
   return withLifecycle(logger, async (life) => {
-    let closing = false;
-    const isClosing = () => closing;
+    const isClosing = () => life.isClosing;
     const metrics = new Metrics();
     const base = await openFoundation(config, logger, life);
     const credentials = wireCredentials(base, metrics);
@@ -77,7 +74,6 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     let closed: Promise<void> | undefined;
     const close = () =>
       (closed ??= (async () => {
-        closing = true;
         await life.close();
         logger.info({ events: check.events.getStats() }, 'entgate stopped');
       })());

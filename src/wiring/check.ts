@@ -12,11 +12,11 @@ import { PostgresResolver } from '../resolvers/postgres.ts';
 import { ResolverChain, type ChainResolver } from '../resolvers/chain.ts';
 import { CrmResolver, ProductCatalog, type CrmOptions } from '../resolvers/crm.ts';
 import { RusResolver, type RusOptions } from '../resolvers/rus.ts';
-import type { ResolverPlan } from '../resolvers/loader.ts';
+import type { BuiltinResolver, ResolverPlan } from '../resolvers/loader.ts';
 import { createRusCheckHandler } from '../http/rus-check.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { Foundation } from './foundation.ts';
-import type { Preflight } from './preflight.ts';
+import type { BUILTIN_RESOLVER_OPTIONS, Preflight } from './preflight.ts';
 
 /** The rUS check's front door and what it is made of (the rest of the service shares some). */
 export interface CheckPart {
@@ -51,11 +51,13 @@ export async function wireCheck(base: Foundation, pre: Preflight, metrics: Metri
     events.record(event);
     metrics.observeCheck(event);
   };
-  const resolvers = await buildResolvers(pre.resolvers, {
+  // One factory per built-in the preflight planned: the compiler holds the two lists together.
+  const builtins: Record<keyof typeof BUILTIN_RESOLVER_OPTIONS, BuiltinResolver> = {
     postgres: { create: () => new PostgresResolver(virtualKeys, cache, { requireClassMatch: config.requireClassMatch }) },
     crm: { create: (o) => new CrmResolver(o as CrmOptions, catalog) },
     rus: { create: (o) => new RusResolver(o as RusOptions) },
-  });
+  };
+  const resolvers = await buildResolvers(pre.resolvers, builtins);
   const chain = new ResolverChain({
     resolvers,
     logger,

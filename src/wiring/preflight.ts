@@ -9,6 +9,9 @@ import { crmOptionsSchema } from '../resolvers/crm.ts';
 import { rusOptionsSchema } from '../resolvers/rus.ts';
 import { loadKeyRing, type RingKey } from '../ses/keys.ts';
 
+/** The built-in resolvers and their options schemas (`wiring/check.ts` builds each of them). */
+export const BUILTIN_RESOLVER_OPTIONS = { postgres: undefined, crm: crmOptionsSchema, rus: rusOptionsSchema } as const;
+
 /** Everything start-up reads from settings and files, read and checked before anything opens. */
 export interface Preflight {
   tls: { cert: Buffer; key: Buffer } | undefined;
@@ -33,7 +36,7 @@ export interface Preflight {
 export async function preflight(config: Config, logger: Logger): Promise<Preflight> {
   const tls = readTls(config);
   const ses = await sesKeys(config);
-  const resolvers = await planResolvers(config, logger, { postgres: undefined, crm: crmOptionsSchema, rus: rusOptionsSchema });
+  const resolvers = await planResolvers(config, logger, BUILTIN_RESOLVER_OPTIONS);
   warn(config, logger, ses.signingKeys.length);
   return {
     tls,
