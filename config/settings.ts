@@ -360,6 +360,12 @@ export const settings = {
     schema: pathList,
     doc: 'Comma-separated files with the keys that sign SES tokens: PEM certificates or public keys, or JSON Web Key Sets. Several at once for rotation (chosen by `kid`/`x5t`).',
   },
+  licencePublicKeys: {
+    env: 'ENTGATE_LICENCE_PUBLIC_KEYS',
+    default: '',
+    schema: pathList,
+    doc: 'Comma-separated files with the vendor keys this installation trusts to sign licences (docs/licences.md): PEM public keys or certificates, or JSON Web Key Sets; Ed25519 or P-256. Several at once for rotation. Empty: no licence can be installed (`PUT /admin/v1/licence` answers 409 `no_trusted_keys`).',
+  },
   sesDecryptionKeys: {
     env: 'ENTGATE_SES_DECRYPTION_KEYS',
     default: '',

@@ -36,7 +36,8 @@ export async function down(knex: Knex): Promise<void> {
   await createAcquireFunction(knex);
 }
 
-const ACQUIRE_FUNCTION = `
+/** Exported for the down() of the migration after this one. */
+export const ACQUIRE_FUNCTION = `
 create function entgate_lease_acquire(
   p_kind text, p_name text, p_vk_id integer, p_application text, p_seats integer, p_create json,
   p_client text, p_ttl integer, p_id uuid, p_address text, p_metadata jsonb, p_credential text

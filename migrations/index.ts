@@ -9,6 +9,7 @@ import * as guessBudgets from './20261201010000_guess_budgets.ts';
 import * as retryNeedsTimeout from './20261202000000_retry_needs_timeout.ts';
 import * as leaseCredentials from './20261210000000_lease_credentials.ts';
 import * as poolKinds from './20261211000000_pool_kinds.ts';
+import * as licences from './20261212000000_licences.ts';
 
 /**
  * The migrations, in order. Listed here rather than discovered on disk so that they load the
@@ -25,6 +26,7 @@ const migrations: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000000_retry_needs_timeout', retryNeedsTimeout],
   ['20261210000000_lease_credentials', leaseCredentials],
   ['20261211000000_pool_kinds', poolKinds],
+  ['20261212000000_licences', licences],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

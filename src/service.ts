@@ -8,6 +8,7 @@ import type { InvalidationBus } from './store/invalidation-bus.ts';
 import type { KeyCache } from './resolvers/key-cache.ts';
 import type { ResolverChain } from './resolvers/chain.ts';
 import type { LeaseService } from './leases/service.ts';
+import type { LicenceService } from './licensing/service.ts';
 import { Metrics } from './ops/metrics.ts';
 import { createApp } from './http/app.ts';
 import { withLifecycle } from './wiring/lifecycle.ts';
@@ -17,6 +18,7 @@ import { wireCredentials } from './wiring/access.ts';
 import { wireCheck } from './wiring/check.ts';
 import { wireLeases } from './wiring/leases.ts';
 import { wireTokens } from './wiring/tokens.ts';
+import { wireLicensing } from './wiring/licensing.ts';
 import { wireAdmin } from './wiring/admin.ts';
 import { wireOperations } from './wiring/operations.ts';
 import { openListeners } from './wiring/servers.ts';
@@ -38,6 +40,7 @@ export interface RunningService {
   chain: ResolverChain;
   bus: InvalidationBus;
   leases: LeaseService;
+  licences: LicenceService;
   /** Graceful stop: refuse new connections, finish in-flight requests, flush events, close the database. */
   close(): Promise<void>;
 }
@@ -58,17 +61,20 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const check = await wireCheck(base, pre, metrics, isClosing);
     const leases = await wireLeases(base, pre, check, credentials);
     const tokens = wireTokens(base, pre, leases, metrics, isClosing);
-    const admin = wireAdmin(base, pre, { check, leases, tokens }, credentials);
+    const licensing = await wireLicensing(base, pre, leases, credentials);
+    const admin = wireAdmin(base, pre, { check, leases, tokens, licensing }, credentials);
     const app = createApp({
       logger,
       isClosing,
       mounts: [
         wireOperations(base, metrics, { check, tokens, admin }, isClosing),
-        { path: '/v1', handlers: [leases.clientRoutes] },
+        { path: '/v1', handlers: [leases.clientRoutes, licensing.clientRoutes] },
         { path: '/admin/v1', handlers: admin.handlers },
       ],
     });
     const listeners = await openListeners(config, pre, { check: check.handle, ses: tokens.handle, app }, { metrics, isClosing, logger, life });
+    // Closed first (added last): open licence streams end, so that the listeners can drain.
+    life.add('licence streams', () => licensing.feed.endStreams());
     const { url, httpsUrl, metricsUrl } = listeners;
     logger.info({ url, ...(httpsUrl && { httpsUrl }), ...(metricsUrl && { metricsUrl }), database: base.db.kind }, 'entgate listening');
     let closed: Promise<void> | undefined;
@@ -77,6 +83,6 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         await life.close();
         logger.info({ events: check.events.getStats() }, 'entgate stopped');
       })());
-    return { ...listeners, app, db: base.db, cache: check.cache, events: check.events, chain: check.chain, bus: base.bus, leases: leases.service, close };
+    return { ...listeners, app, db: base.db, cache: check.cache, events: check.events, chain: check.chain, bus: base.bus, leases: leases.service, licences: licensing.service, close };
   });
 }

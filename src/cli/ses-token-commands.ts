@@ -37,7 +37,7 @@ function machineAddresses(): string[] {
 }
 
 async function ring(files: string[], kind: 'public' | 'private', flag: string) {
-  const { loadKeyRing } = await import('../ses/keys.ts');
+  const { loadKeyRing } = await import('../lib/key-ring.ts');
   try {
     return await loadKeyRing(files, kind, flag);
   } catch (err) {

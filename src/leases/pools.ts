@@ -37,6 +37,9 @@ export class PoolAdmin {
         `the seats of pool ${name} follow virtual key ${current.virtualKeyId}: change its maxConcurrentLeases instead`,
       );
     }
+    if (patch.seats !== undefined && current.kind === 'licence_capacity') {
+      throw new ValidationError(`the seats of pool ${name} are the installed licence's limit of capacity ${current.licenceCapacity}: install a licence instead`);
+    }
     if (patch.anonymous && current.kind !== 'named') throw notAnonymous(name);
     const merged = { ...current, ...definedOnly(patch) };
     checkPoolLimits(merged);
@@ -44,6 +47,9 @@ export class PoolAdmin {
   }
 
   async deletePool(name: string, force: boolean): Promise<void> {
+    if ((await this.repo.getPool(name))?.kind === 'licence_capacity') {
+      throw new ConflictError('pool_owned_by_licence', `pool ${name} holds the claims of a licence capacity: release them at /v1/capacities instead`);
+    }
     const result = await this.repo.deletePool(name, force);
     if (result === 'not_found') notFoundPool(name);
     if (result === 'in_use') throw new ConflictError('pool_in_use', `pool ${name} has live leases; release them first or delete with force`);

@@ -19,6 +19,8 @@ export interface Pool {
   virtualKeyId: number | null;
   /** Set for the pool of an SES application (see pool-kinds.ts). */
   sesApplication: string | null;
+  /** Set for the pool of a licence's `concurrent:` capacity (its name). */
+  licenceCapacity: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -91,6 +93,7 @@ interface PoolRow {
   anonymous: boolean;
   virtual_key_id: number | null;
   ses_application: string | null;
+  licence_capacity: string | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -122,6 +125,7 @@ const toPool = (r: PoolRow): Pool => ({
   anonymous: r.anonymous,
   virtualKeyId: r.virtual_key_id,
   sesApplication: r.ses_application,
+  licenceCapacity: r.licence_capacity,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -161,6 +165,11 @@ const jsonLease = (r: LeaseRow): LeaseRow => ({
 });
 const jsonPool = (r: PoolRow): PoolRow => ({ ...r, created_at: new Date(r.created_at), updated_at: new Date(r.updated_at) });
 
+/** A pool read back through row_to_json (as the acquire and capacity functions answer). */
+export const poolFromJson = (r: unknown): Pool => toPool(jsonPool(r as PoolRow));
+/** A lease read back through row_to_json. */
+export const leaseFromJson = (r: unknown, pool: string): Lease => toLease(jsonLease(r as LeaseRow), pool);
+
 /**
  * Pools, leases and lease events in PostgreSQL (or PGlite). Every decision about seats is
  * taken inside one transaction that holds the pool's row lock, with the database's clock,
@@ -170,7 +179,7 @@ export class LeasesRepo {
   constructor(readonly knex: Knex) {}
 
   /** An admin's pool: named, or an SES application's (made before its first use to set its seats). */
-  async createPool(name: string, owner: Exclude<PoolOwner, { kind: 'virtual_key' }>, input: PoolInput): Promise<Pool> {
+  async createPool(name: string, owner: Extract<PoolOwner, { kind: 'named' | 'ses_application' }>, input: PoolInput): Promise<Pool> {
     const [row] = await this.knex('lease_pools')
       .insert({ name, kind: owner.kind, ses_application: owner.kind === 'ses_application' ? owner.application : null, ...poolColumns(input) })
       .returning('*');
@@ -399,7 +408,8 @@ export class LeasesRepo {
 
   /**
    * The background tidy-up, never on a critical path: records one `expired` event (at the
-   * lease's expiry time) per lease that lapsed unreleased, and deletes ended leases older than
+   * lease's expiry time) per lease that lapsed unreleased (and a licence event for a licence
+   * capacity's), and deletes ended leases older than
    * the retention, signed-request digests past their window and day-old idempotency records.
    * Safe to run on every instance at once: each lapse is recorded exactly once.
    */
@@ -414,6 +424,13 @@ export class LeasesRepo {
            insert into lease_events (occurred_at, type, pool, lease_id, client_id, client_address)
            select l.expires_at, 'expired', p.name, l.id, l.client_id, l.client_address
              from lapsed l join lease_pools p on p.id = l.pool_id
+           returning 1
+         ), capacity as (
+           -- A licence capacity's claim that lapsed is a licence event too (recorded now, with when it lapsed).
+           insert into licence_events (type, capacity, entity_id, reason, client_address, detail)
+           select 'expired', p.licence_capacity, l.client_id, 'not_renewed', l.client_address, json_build_object('expiredAt', l.expires_at)::jsonb
+             from lapsed l join lease_pools p on p.id = l.pool_id
+            where p.kind = 'licence_capacity'
            returning 1
          )
          select count(*)::int as n from recorded`,

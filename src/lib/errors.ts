@@ -10,12 +10,14 @@ export class AppError extends Error {
   readonly details?: unknown;
   /** Response headers that go with the error (Retry-After). */
   readonly headers?: Readonly<Record<string, string>>;
+  /** Fields answered beside `code` and `message` (a refusal's limit and use, say), for clients to read directly. */
+  readonly fields?: Readonly<Record<string, unknown>>;
 
   constructor(
     status: number,
     code: string,
     message: string,
-    options: { cause?: unknown; details?: unknown; expose?: boolean; headers?: Record<string, string> } = {},
+    options: { cause?: unknown; details?: unknown; expose?: boolean; headers?: Record<string, string>; fields?: Record<string, unknown> } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AppError';
@@ -24,6 +26,7 @@ export class AppError extends Error {
     this.expose = options.expose ?? status < 500;
     if (options.details !== undefined) this.details = options.details;
     if (options.headers !== undefined) this.headers = options.headers;
+    if (options.fields !== undefined) this.fields = options.fields;
   }
 }
 

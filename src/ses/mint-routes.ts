@@ -4,7 +4,7 @@ import { AppError } from '../lib/errors.ts';
 import { scopedRouter } from '../auth/scoped-router.ts';
 import { parseIp } from '../lib/ip.ts';
 import { validate } from '../lib/http/validate.ts';
-import type { RingKey } from './keys.ts';
+import type { RingKey } from '../lib/key-ring.ts';
 import { mintToken } from './minter.ts';
 
 export interface MintConfig {

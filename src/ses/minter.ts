@@ -1,6 +1,6 @@
 import { randomUUID, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, SignJWT, UnsecuredJWT, type JWTPayload } from 'jose';
-import type { RingKey } from './keys.ts';
+import type { RingKey } from '../lib/key-ring.ts';
 
 export { SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from './defaults.ts';
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { compactDecrypt, decodeProtectedHeader, errors, jwtVerify, UnsecuredJWT, type JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { parseIp, type IpAddress } from '../lib/ip.ts';
-import { candidates, type RingKey } from './keys.ts';
+import { candidates, type RingKey } from '../lib/key-ring.ts';
 
 /** What a verified token grants: its claims, checked and normalised. */
 export interface TokenClaims {

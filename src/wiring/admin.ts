@@ -14,6 +14,7 @@ import type { Foundation } from './foundation.ts';
 import type { LeasesPart } from './leases.ts';
 import type { Preflight } from './preflight.ts';
 import type { TokensPart } from './tokens.ts';
+import type { LicensingPart } from './licensing.ts';
 
 /** The admin API: what is mounted at /admin/v1, and its audit trail. */
 export interface AdminPart {
@@ -27,7 +28,7 @@ export interface AdminPart {
  * Every admin write is recorded (refused ones too), authenticated, bounded in size, then routed
  * to the feature that owns it: keys and entitlements, pools, the token mint, credentials, blocks.
  */
-export function wireAdmin(base: Foundation, pre: Preflight, parts: { check: CheckPart; leases: LeasesPart; tokens: TokensPart }, credentials: ApiCredentials): AdminPart {
+export function wireAdmin(base: Foundation, pre: Preflight, parts: { check: CheckPart; leases: LeasesPart; tokens: TokensPart; licensing: LicensingPart }, credentials: ApiCredentials): AdminPart {
   const { logger, life, db } = base;
   const { check, leases, tokens } = parts;
   const events = new EventWriter<AdminEvent>(db.knex, logger, ADMIN_EVENTS, base.eventWriter);
@@ -50,6 +51,7 @@ export function wireAdmin(base: Foundation, pre: Preflight, parts: { check: Chec
     express.raw({ type: 'text/csv', limit: 32 * MiB }),
     adminRoutes(admin, audit),
     leases.adminRoutes,
+    parts.licensing.adminRoutes,
     tokens.mintRoutes,
     credentialRoutes(credentials, (q) => listAdminEvents(db.knex, q)),
     guessRoutes(check.guessBudgets, (change) => base.bus.publish(change)),

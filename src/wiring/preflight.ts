@@ -7,7 +7,8 @@ import { compileCidrs, type IpRange } from '../lib/ip.ts';
 import { planResolvers, type ResolverPlan } from '../resolvers/loader.ts';
 import { crmOptionsSchema } from '../resolvers/crm.ts';
 import { rusOptionsSchema } from '../resolvers/rus.ts';
-import { loadKeyRing, type RingKey } from '../ses/keys.ts';
+import { loadKeyRing, type RingKey } from '../lib/key-ring.ts';
+import { algorithmOf, trustKeys, type TrustedKey } from '../domain/licence.ts';
 
 /** The built-in resolvers and their options schemas (`wiring/check.ts` builds each of them). */
 export const BUILTIN_RESOLVER_OPTIONS = { postgres: undefined, crm: crmOptionsSchema, rus: rusOptionsSchema } as const;
@@ -25,6 +26,8 @@ export interface Preflight {
     mintSigningKey: RingKey | undefined;
     mintEncryptionKey: RingKey | undefined;
   };
+  /** The vendor keys licences are verified with (ENTGATE_LICENCE_PUBLIC_KEYS). */
+  licenceKeys: TrustedKey[];
 }
 
 /**
@@ -37,8 +40,10 @@ export async function preflight(config: Config, logger: Logger): Promise<Preflig
   const tls = readTls(config);
   const ses = await sesKeys(config);
   const resolvers = await planResolvers(config, logger, BUILTIN_RESOLVER_OPTIONS);
+  const licenceKeys = await licenceTrust(config);
   warn(config, logger, ses.signingKeys.length);
   return {
+    licenceKeys,
     tls,
     trustedProxies: compileCidrs(config.trustedProxies),
     allowedCallers: compileCidrs(config.checkAllowedCallers),
@@ -81,6 +86,18 @@ async function sesKeys(config: Config): Promise<Preflight['ses']> {
     mintSigningKey: await one(config.sesMintSigningKey, 'private', 'ENTGATE_SES_MINT_SIGNING_KEY'),
     mintEncryptionKey: await one(config.sesMintEncryptionKey, 'public', 'ENTGATE_SES_MINT_ENCRYPTION_KEY'),
   };
+}
+
+async function licenceTrust(config: Config): Promise<TrustedKey[]> {
+  const ring = await loadKeyRing(config.licencePublicKeys, 'public', 'ENTGATE_LICENCE_PUBLIC_KEYS');
+  for (const k of ring) {
+    try {
+      algorithmOf(k.key);
+    } catch (err) {
+      throw new ConfigError(`ENTGATE_LICENCE_PUBLIC_KEYS: ${k.source}: ${(err as Error).message}`);
+    }
+  }
+  return trustKeys(ring.map((k) => k.key));
 }
 
 function warn(config: Config, logger: Logger, signingKeys: number): void {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { databaseTargets } from '../helpers/databases.ts';
 import { migrate, migrationsCurrent, openDatabase } from '../../src/store/db.ts';
 import * as poolKinds from '../../migrations/20261211000000_pool_kinds.ts';
+import * as licences from '../../migrations/20261212000000_licences.ts';
 
 const postgres = databaseTargets.find((t) => t.name === 'postgres');
 
@@ -37,6 +38,7 @@ for (const target of databaseTargets) {
       try {
         await migrate(db);
         // The schema as it was before: kinds were read from names.
+        await licences.down(knex);
         await poolKinds.down(knex);
         const [entitlement] = await knex('entitlements').insert({ server_pattern: 'rm.example.com', real_key: 'real' }).returning('id');
         const [vk] = await knex('virtual_keys')
@@ -51,6 +53,7 @@ for (const target of databaseTargets) {
           { name: `vk-${vk.id}`, ...limits, virtual_key_id: vk.id },
         ]);
         await poolKinds.up(knex);
+        await licences.up(knex);
 
         const pools = await knex('lease_pools').orderBy('name').select('name', 'kind', 'virtual_key_id', 'ses_application');
         assert.deepEqual(
@@ -93,10 +96,12 @@ for (const target of databaseTargets) {
         assert.equal((await seatOf('named', 'ses-contosoapp', null, 'job-2')).outcome, 'other_kind');
         assert.equal((await seatOf('named', 'sessions', null, 'job-3')).outcome, 'acquired');
 
+        await licences.down(knex);
         await poolKinds.down(knex);
         const columns = Object.keys(await knex('lease_pools').columnInfo());
         assert.ok(!columns.includes('kind') && !columns.includes('ses_application'), columns.join());
         await poolKinds.up(knex);
+        await licences.up(knex);
         assert.equal(await migrationsCurrent(db), true);
       } finally {
         await db.close();

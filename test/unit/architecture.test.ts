@@ -19,7 +19,7 @@ const LAYERS: { name: string; paths: string[]; may?: string[] }[] = [
   { name: 'store', paths: ['src/store/', 'migrations/'] },
   { name: 'resolvers', paths: ['src/resolvers/'] },
   { name: 'auth', paths: ['src/auth/'] },
-  { name: 'features', paths: ['src/admin/', 'src/leases/', 'src/ses/'] },
+  { name: 'features', paths: ['src/admin/', 'src/leases/', 'src/ses/', 'src/licensing/'] },
   { name: 'ops', paths: ['src/ops/'] },
   { name: 'http', paths: ['src/http/'] },
   { name: 'wiring', paths: ['src/wiring/', 'src/service.ts', 'src/index.ts'] },
@@ -27,11 +27,11 @@ const LAYERS: { name: string; paths: string[]; may?: string[] }[] = [
 ];
 /** Shipped to application vendors and plugin authors: they must not drag the server in. */
 const LIBRARIES: Record<string, string[]> = {
-  'src/client/': ['src/lib/', 'src/domain/types.ts'],
+  'src/client/': ['src/lib/', 'src/domain/types.ts', 'src/domain/licence.ts'],
   'src/testing/': ['src/lib/', 'src/domain/', 'src/resolvers/'],
 };
-/** Features stay apart; SES takes its seats from the lease engine, never the other way. */
-const FEATURE_EDGES = new Set(['src/ses/ -> src/leases/']);
+/** Features stay apart; SES and licence capacities take their seats from the lease engine, never the other way. */
+const FEATURE_EDGES = new Set(['src/ses/ -> src/leases/', 'src/licensing/ -> src/leases/']);
 
 function layerOf(file: string): number {
   return LAYERS.findIndex((l) => l.paths.some((p) => file.startsWith(p)));
@@ -50,7 +50,7 @@ function importsOf(file: string): string[] {
   return specs.map((s) => normalize(relative(ROOT, resolve(ROOT, dirname(file), s))));
 }
 
-const featureOf = (file: string) => ['src/admin/', 'src/leases/', 'src/ses/'].find((p) => file.startsWith(p));
+const featureOf = (file: string) => ['src/admin/', 'src/leases/', 'src/ses/', 'src/licensing/'].find((p) => file.startsWith(p));
 
 function violations(): string[] {
   const found: string[] = [];

@@ -35,6 +35,7 @@ export function errorAnswer(
     status: error.status,
     headers: { ...error.headers },
     body: {
+      ...(error.fields !== undefined && error.expose ? error.fields : {}),
       code: error.code,
       message: error.expose ? error.message : 'internal error',
       ...(error.details !== undefined && error.expose ? { details: error.details } : {}),

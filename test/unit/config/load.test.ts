@@ -88,6 +88,7 @@ describe('loadConfig', () => {
         sesIssuer: 'https://batch.azure.test/software-entitlement',
         sesAudience: 'https://batch.azure.test/software-entitlement',
         sesSigningKeys: [],
+        licencePublicKeys: [],
         sesDecryptionKeys: [],
         sesRequireSigned: true,
         sesRequireEncrypted: 'auto',

@@ -18,6 +18,7 @@ const pool: Pool = {
   anonymous: false,
   virtualKeyId: null,
   sesApplication: null,
+  licenceCapacity: null,
   createdAt: at,
   updatedAt: at,
 };

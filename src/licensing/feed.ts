@@ -1,0 +1,128 @@
+import type { Response } from 'express';
+import type { Logger } from '../lib/logger.ts';
+import type { Database } from '../store/db.ts';
+import type { LicenceRepo, InstalledLicence } from './repo.ts';
+import { licenceJson } from '../domain/licence.ts';
+
+const CHANNEL = 'entgate_licence';
+/** A comment line this often keeps proxies and clients from calling an idle stream dead. */
+const KEEPALIVE_MS = 15_000;
+/** What a client waits before reconnecting (the SSE `retry` field). */
+const RETRY_MS = 2_000;
+/** A subscriber that reads nothing is cut off past this much unsent data. */
+const MAX_BUFFERED = 1024 * 1024;
+
+/** A licence as the stream and GET /v1/licence carry it. */
+export function licenceMessage(installed: InstalledLicence) {
+  return { seq: installed.seq, token: installed.token, installedAt: installed.installedAt.toISOString(), ...licenceJson(installed.licence) };
+}
+
+/**
+ * The licence stream (`GET /v1/licence/events`, server-sent events): each subscriber gets the
+ * current licence when it connects (unless its Last-Event-ID is that licence's seq already),
+ * then every licence installed afterwards, through any process on the database: an install
+ * NOTIFYs the others (in-process on PGlite), each reads the new licence and pushes it to its
+ * own subscribers. A lost LISTEN connection is followed, once back, by a read of the current
+ * licence, so that nothing installed meanwhile is missed.
+ */
+export class LicenceFeed {
+  private readonly subscribers = new Set<Response>();
+  private lastSeq = 0;
+  private refreshing: Promise<void> = Promise.resolve();
+  private closed = false;
+  private unsubscribe: (() => Promise<void>) | undefined;
+  private keepalive: NodeJS.Timeout | undefined;
+  delivered = 0;
+
+  constructor(
+    private readonly db: Database,
+    private readonly repo: LicenceRepo,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.lastSeq = (await this.repo.current())?.seq ?? 0;
+    this.unsubscribe = await this.db.listen(
+      CHANNEL,
+      () => this.refresh(),
+      () => this.refresh(),
+    );
+    this.keepalive = setInterval(() => {
+      for (const res of this.subscribers) res.write(': keepalive\n\n');
+    }, KEEPALIVE_MS);
+    this.keepalive.unref();
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  /** Tells every process (this one too) that licence `seq` was installed. Never throws. */
+  announce(seq: number): void {
+    this.db.knex.raw('select pg_notify(?, ?)', [CHANNEL, String(seq)]).catch((err: Error) => {
+      this.logger.error({ err: err.message }, 'could not announce a new licence to the other processes; their subscribers get it when they reconnect');
+    });
+  }
+
+  /** Reads the current licence and pushes it to every subscriber if it is newer than the last pushed. Serialised. */
+  refresh(): Promise<void> {
+    this.refreshing = this.refreshing.then(async () => {
+      try {
+        const current = await this.repo.current();
+        if (!current || current.seq <= this.lastSeq) return;
+        this.lastSeq = current.seq;
+        const event = frame(current);
+        for (const res of this.subscribers) this.send(res, event);
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'could not read the licence to push it to subscribers');
+      }
+    });
+    return this.refreshing;
+  }
+
+  /** Opens a stream on `res`: the current licence first (unless `lastEventId` is its seq), then each new one. */
+  async subscribe(res: Response, lastEventId: string | undefined): Promise<void> {
+    const current = await this.repo.current();
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache, no-transform',
+      'X-Accel-Buffering': 'no',
+      Connection: 'keep-alive',
+    });
+    res.write(`retry: ${RETRY_MS}\n\n`);
+    if (current && lastEventId !== String(current.seq)) this.send(res, frame(current));
+    if (this.closed) {
+      res.end();
+      return;
+    }
+    this.subscribers.add(res);
+    res.on('close', () => this.subscribers.delete(res));
+  }
+
+  private send(res: Response, event: string): void {
+    if (res.writableLength > MAX_BUFFERED) {
+      this.subscribers.delete(res);
+      res.destroy();
+      return;
+    }
+    res.write(event);
+    this.delivered++;
+  }
+
+  /** Ends every stream (at shutdown, before the listeners drain). */
+  endStreams(): void {
+    this.closed = true;
+    for (const res of this.subscribers) res.end();
+    this.subscribers.clear();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.keepalive);
+    this.endStreams();
+    await this.unsubscribe?.();
+  }
+}
+
+function frame(installed: InstalledLicence): string {
+  return `id: ${installed.seq}\nevent: licence\ndata: ${JSON.stringify(licenceMessage(installed))}\n\n`;
+}
