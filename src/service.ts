@@ -61,13 +61,13 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const check = await wireCheck(base, pre, metrics, isClosing);
     const leases = await wireLeases(base, pre, check, credentials);
     const tokens = wireTokens(base, pre, leases, metrics, isClosing);
-    const licensing = await wireLicensing(base, pre, leases, credentials);
+    const licensing = await wireLicensing(base, pre, leases, credentials, metrics);
     const admin = wireAdmin(base, pre, { check, leases, tokens, licensing }, credentials);
     const app = createApp({
       logger,
       isClosing,
       mounts: [
-        wireOperations(base, metrics, { check, tokens, admin }, isClosing),
+        wireOperations(base, metrics, { check, tokens, admin, licensing }, isClosing),
         { path: '/v1', handlers: [leases.clientRoutes, licensing.clientRoutes] },
         { path: '/admin/v1', handlers: admin.handlers },
       ],

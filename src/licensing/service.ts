@@ -21,6 +21,13 @@ export interface CapacityDefaults {
   retentionHours: number;
 }
 
+export interface LicenceHooks {
+  /** Told the seq of every licence installed here (the feed tells every process). */
+  installed?: (seq: number) => void;
+  /** Told each claim's outcome: `created`, `existing`, or the refusal's code (metrics). */
+  claimed?: (kind: CapacityKind, outcome: string) => void;
+}
+
 type InstallOutcome =
   | { kind: 'installed' | 'unchanged'; current: InstalledLicence }
   | { kind: 'below_usage'; over: { capacity: string; inUse: number; limit: number }[] };
@@ -92,8 +99,7 @@ export class LicenceService {
     private readonly trusted: readonly TrustedKey[],
     private readonly defaults: CapacityDefaults,
     private readonly logger: Logger,
-    /** Told the seq of every licence installed here (the feed tells every process). */
-    private readonly onInstalled: (seq: number) => void = () => {},
+    private readonly hooks: LicenceHooks = {},
   ) {}
 
   installation(): Promise<Installation> {
@@ -153,7 +159,7 @@ export class LicenceService {
       }
       case 'installed':
         this.logger.info({ licenceId: licence.id, tenant: licence.tenant, seq: outcome.current.seq, expiresAt: licence.expiresAt.toISOString() }, 'licence installed');
-        this.onInstalled(outcome.current.seq);
+        this.hooks.installed?.(outcome.current.seq);
         return { installed: true, current: outcome.current };
       case 'unchanged':
         return { installed: false, current: outcome.current };
@@ -216,7 +222,14 @@ export class LicenceService {
       actor: who.actor,
       pool: { defaultTtlSeconds: this.defaults.defaultTtlSeconds, maxTtlSeconds: this.defaults.maxTtlSeconds, heartbeatIntervalSeconds: this.defaults.heartbeatIntervalSeconds },
     });
-    return this.granted(capacity, kind, result);
+    try {
+      const granted = this.granted(capacity, kind, result);
+      this.hooks.claimed?.(kind, granted.created ? 'created' : 'existing');
+      return granted;
+    } catch (err) {
+      this.hooks.claimed?.(kind, err instanceof AppError ? err.code : 'error');
+      throw err;
+    }
   }
 
   private granted(capacity: string, kind: CapacityKind, result: ClaimResult): Granted {

@@ -16,6 +16,12 @@ export interface MetricSources {
   knex: Knex;
   /** Log lines lost because the log output was full or gone (src/logger.ts). */
   logLinesDropped?: () => number;
+  /** The installed licence: its capacities with their use, its expiry, the stream's subscribers. */
+  licence?: {
+    capacities(): Promise<{ name: string; limit: number | null; inUse: number }[]>;
+    expiresAt(): Promise<Date | undefined>;
+    subscribers(): number;
+  };
 }
 
 const MAX_REASONS = 100;
@@ -33,6 +39,7 @@ export class Metrics {
   private readonly checkSeconds: Histogram<'decision'>;
   private readonly sesTokens: Counter<'operation' | 'outcome'>;
   private readonly adminAuthFailures: Counter<'reason'>;
+  private readonly capacityClaims: Counter<'kind' | 'outcome'>;
   private readonly reasons = new Set<string>();
   private readonly checkChildren = new Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>();
 
@@ -70,6 +77,17 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    this.capacityClaims = new Counter({
+      name: 'entgate_capacity_claims_total',
+      help: 'Licence capacity claims by capacity kind (concurrent, assigned, feature) and outcome (created, existing, or the refusal code)',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    });
+  }
+
+  /** A capacity claim's outcome (the outcomes are a closed set: see LicenceService.claim). */
+  observeCapacityClaim(kind: string, outcome: string): void {
+    this.capacityClaims.labels(kind, outcome).inc();
   }
 
   /** Adds the metrics read when scraped: caches, resolvers, guessing blocks, audit queues, the pool, leases. Once. */
@@ -189,6 +207,46 @@ export class Metrics {
           const rows = await pools();
           this.reset();
           for (const r of rows) this.set({ pool: r.pool }, r[field]);
+        },
+      });
+    }
+    const licence = sources.licence;
+    if (licence) {
+      let capacities: Promise<{ name: string; limit: number | null; inUse: number }[]> | undefined;
+      const read = () =>
+        (capacities ??= licence.capacities().finally(() => {
+          capacities = undefined;
+        }));
+      for (const [name, help, field] of [
+        ['entgate_licence_capacity_limit', "Each capacity's limit in the installed licence (-1: no limit, a feature granted without one)", 'limit'],
+        ['entgate_licence_capacity_in_use', 'How many hold each capacity of the installed licence now', 'inUse'],
+      ] as const) {
+        new Gauge({
+          name,
+          help,
+          labelNames: ['capacity'],
+          registers,
+          async collect() {
+            const rows = await read();
+            this.reset();
+            for (const r of rows.slice(0, 1000)) this.set({ capacity: r.name }, r[field] ?? -1);
+          },
+        });
+      }
+      new Gauge({
+        name: 'entgate_licence_expires_at_seconds',
+        help: 'When the installed licence expires (Unix seconds; 0: no licence installed)',
+        registers,
+        async collect() {
+          this.set(((await licence.expiresAt())?.getTime() ?? 0) / 1000);
+        },
+      });
+      new Gauge({
+        name: 'entgate_licence_stream_subscribers',
+        help: 'Open GET /v1/licence/events streams on this process',
+        registers,
+        collect() {
+          this.set(licence.subscribers());
         },
       });
     }

@@ -3,6 +3,7 @@ import type { ApiCredentials } from './access.ts';
 import type { Foundation } from './foundation.ts';
 import type { LeasesPart } from './leases.ts';
 import type { Preflight } from './preflight.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import { defaultHeartbeatInterval } from '../leases/rules.ts';
 import { LicenceRepo } from '../licensing/repo.ts';
 import { LicenceService } from '../licensing/service.ts';
@@ -19,7 +20,7 @@ export interface LicensingPart {
   adminRoutes: Router;
 }
 
-export async function wireLicensing(base: Foundation, pre: Preflight, leases: LeasesPart, credentials: ApiCredentials): Promise<LicensingPart> {
+export async function wireLicensing(base: Foundation, pre: Preflight, leases: LeasesPart, credentials: ApiCredentials, metrics: Metrics): Promise<LicensingPart> {
   const { config, logger, life, db } = base;
   const repo = new LicenceRepo(db.knex);
   const feed = new LicenceFeed(db, repo, logger);
@@ -35,9 +36,12 @@ export async function wireLicensing(base: Foundation, pre: Preflight, leases: Le
       retentionHours: config.leaseRetentionHours,
     },
     logger,
-    (seq) => {
-      void feed.refresh();
-      feed.announce(seq);
+    {
+      installed: (seq) => {
+        void feed.refresh();
+        feed.announce(seq);
+      },
+      claimed: (kind, outcome) => metrics.observeCapacityClaim(kind, outcome),
     },
   );
   const tidy = setInterval(() => {

@@ -8,6 +8,7 @@ import type { AdminPart } from './admin.ts';
 import type { CheckPart } from './check.ts';
 import type { Foundation } from './foundation.ts';
 import type { TokensPart } from './tokens.ts';
+import type { LicensingPart } from './licensing.ts';
 
 /**
  * Operations: health and readiness, the API description, metrics (read from every part once
@@ -16,11 +17,11 @@ import type { TokensPart } from './tokens.ts';
 export function wireOperations(
   base: Foundation,
   metrics: Metrics,
-  parts: { check: CheckPart; tokens: TokensPart; admin: AdminPart },
+  parts: { check: CheckPart; tokens: TokensPart; admin: AdminPart; licensing: LicensingPart },
   isClosing: () => boolean,
 ): Mount {
   const { config, logger, life, db } = base;
-  const { check, tokens, admin } = parts;
+  const { check, tokens, admin, licensing } = parts;
   const logOutput = logOutputOf(logger);
   metrics.watch({
     logLinesDropped: () => logOutput?.stats().dropped ?? 0,
@@ -31,6 +32,11 @@ export function wireOperations(
     adminEvents: () => admin.events.getStats(),
     guard: check.guard,
     knex: db.knex,
+    licence: {
+      capacities: () => licensing.service.repo.capacities(),
+      expiresAt: async () => (await licensing.service.current())?.licence.expiresAt,
+      subscribers: () => licensing.feed.subscriberCount,
+    },
   });
   if (config.auditRetentionDays > 0) {
     life.add('audit retention', startRetention(admin.audit, config.auditRetentionDays, 600_000, logger));
