@@ -73,7 +73,7 @@ for (const target of databaseTargets) {
     let db: TestDatabase;
     let baseline: number;
     before(async () => {
-      db = await target.create();
+      db = await target.create({ fresh: true });
       baseline = sockets();
     });
     after(async () => {
