@@ -92,6 +92,12 @@ export async function up(knex: Knex): Promise<void> {
       or (kind = 'virtual_key' and virtual_key_id is not null and ses_application is null and licence_capacity is null and not anonymous)
       or (kind = 'ses_application' and virtual_key_id is null and ses_application is not null and licence_capacity is null and not anonymous)
       or (kind = 'licence_capacity' and virtual_key_id is null and ses_application is null and licence_capacity is not null and not anonymous))`);
+  // A licence may allow 0 of a concurrent: capacity (or drop it): its pool then has 0 seats.
+  await knex.raw('alter table lease_pools drop constraint lease_pools_bounds_check');
+  await knex.raw(
+    "alter table lease_pools add constraint lease_pools_bounds_check check ((seats > 0 or (seats = 0 and kind = 'licence_capacity')) and default_ttl_seconds > 0 " +
+      'and max_ttl_seconds >= default_ttl_seconds and heartbeat_interval_seconds > 0 and heartbeat_interval_seconds < default_ttl_seconds)',
+  );
   await knex.raw('drop function entgate_lease_acquire(text, text, integer, text, integer, json, text, integer, uuid, text, jsonb, text)');
   await knex.raw(ACQUIRE_FUNCTION);
   await knex.raw(CLAIM_FUNCTION);
@@ -102,6 +108,11 @@ export async function down(knex: Knex): Promise<void> {
   await knex.raw('drop function entgate_capacity_release(text, text, text, text, text)');
   await knex.raw('drop function entgate_capacity_claim(text, text, integer, uuid, text, jsonb, text, text, json)');
   await knex.raw("delete from lease_pools where kind = 'licence_capacity'");
+  await knex.raw('alter table lease_pools drop constraint lease_pools_bounds_check');
+  await knex.raw(
+    'alter table lease_pools add constraint lease_pools_bounds_check check (seats > 0 and default_ttl_seconds > 0 ' +
+      'and max_ttl_seconds >= default_ttl_seconds and heartbeat_interval_seconds > 0 and heartbeat_interval_seconds < default_ttl_seconds)',
+  );
   await knex.raw('alter table lease_pools drop constraint lease_pools_kind_check');
   await knex.raw('alter table lease_pools drop column licence_capacity');
   await knex.raw(`
