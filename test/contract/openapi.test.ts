@@ -16,6 +16,7 @@ import { settings } from '../../config/settings.ts';
 import * as admin from '../../src/admin/schemas.ts';
 import * as leases from '../../src/leases/schemas.ts';
 import { mintBody } from '../../src/ses/mint-routes.ts';
+import * as licensing from '../../src/licensing/routes.ts';
 import { databaseTargets, tempDir, type TestDatabase } from '../helpers/databases.ts';
 import { startTestService, AUTH } from '../helpers/service.ts';
 
@@ -234,6 +235,8 @@ function expressRoutes(): string[] {
 const ZOD_BODIES: Record<string, z.ZodType> = {
   'POST /v1/leases': leases.acquireBody,
   'POST /v1/leases/{}/heartbeat': leases.heartbeatBody,
+  'POST /v1/capacities/{}/claims': licensing.claimBody,
+  'POST /v1/capacities/{}/claims/{}/heartbeat': licensing.heartbeatBody,
   'DELETE /v1/leases/{}': leases.releaseBody,
   'POST /admin/v1/entitlements': admin.entitlementCreate,
   'PATCH /admin/v1/entitlements/{}': admin.entitlementPatch,
@@ -252,6 +255,7 @@ const ZOD_QUERIES: Record<string, z.ZodType> = {
   'GET /admin/v1/virtual-keys': admin.virtualKeyListQuery,
   'GET /admin/v1/audit': admin.auditQuery,
   'GET /admin/v1/lease-events': leases.leaseEventsQuery,
+  'GET /admin/v1/licence/events': licensing.licenceEventsQuery,
   'DELETE /admin/v1/pools/{}': leases.poolDeleteQuery,
   'GET /admin/v1/client-keys': leases.clientKeyListQuery,
   'GET /admin/v1/admin-tokens': admin.credentialListQuery,
