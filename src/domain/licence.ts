@@ -161,7 +161,8 @@ export interface TrustedKey {
 
 /** The trusted keys for `keys` (public keys; a private key is trusted by its public half). */
 export async function trustKeys(keys: readonly KeyObject[]): Promise<TrustedKey[]> {
-  return Promise.all(keys.map(async (key) => ({ key, kid: await keyIdOf(key) })));
+  // jose verifies with public keys only: a private one is trusted as its public half.
+  return Promise.all(keys.map(async (key) => ({ key: key.type === 'private' ? createPublicKey(key) : key, kid: await keyIdOf(key) })));
 }
 
 export interface VerifyOptions {
