@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { CompactSign, SignJWT, decodeProtectedHeader } from 'jose';
 import {
+  LAST_LICENCE_SECOND,
   LICENCE_TYPE,
   MAX_CAPACITY,
   algorithmOf,
@@ -118,6 +119,11 @@ describe('licence: issue and verify', () => {
     await assert.rejects(issueLicence({ ...spec, tenant: 'a\nb' }, ed.privateKey), /tenant: no control characters/);
     await assert.rejects(issueLicence({ ...spec, id: 'has space' }, ed.privateKey), /jti: printable ASCII without spaces/);
     await assert.rejects(issueLicence({ ...spec, installation: '' }, ed.privateKey), /installation:/);
+    // Signed in whole seconds: a window inside one second is none; times after 9999 are no dates.
+    await assert.rejects(issueLicence({ ...spec, notBefore: new Date(10_100), expiresAt: new Date(10_900) }, ed.privateKey), /^Error: it expires before it becomes valid$/);
+    assert.ok(await issueLicence({ ...spec, notBefore: new Date(10_900), expiresAt: new Date(11_000) }, ed.privateKey));
+    await assert.rejects(issueLicence({ ...spec, expiresAt: new Date('+010000-01-01T00:00:00Z') }, ed.privateKey), /^Error: exp: a time before the year 10000$/);
+    assert.ok(await issueLicence({ ...spec, expiresAt: new Date('9999-12-31T23:59:59Z') }, ed.privateKey));
     await assert.rejects(issueLicence(spec, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey), /Ed25519 or a P-256 key, not rsa/);
     await assert.rejects(issueLicence(spec, generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey), /Ed25519 or a P-256 key/);
   });
@@ -177,6 +183,7 @@ describe('licence: issue and verify', () => {
       [await signed({ ...claimsOf(spec), capacities: { seats: 1 } }, ed.privateKey, { typ: LICENCE_TYPE }), /capacity 'seats' is not/],
       [await signed({ ...claimsOf(spec), features: ['a', 'a'] }, ed.privateKey, { typ: LICENCE_TYPE }), /named twice/],
       [await signed({ ...claimsOf(spec), nbf: claimsOf(spec).exp }, ed.privateKey, { typ: LICENCE_TYPE }), /expires before it becomes valid/],
+      [await signed({ ...claimsOf(spec), iat: LAST_LICENCE_SECOND + 1 }, ed.privateKey, { typ: LICENCE_TYPE }), /iat: a time before the year 10000/],
     ];
     for (const [token, reason] of cases) {
       const verified = await verifyLicence(token, trusted, { now: inside });
