@@ -84,8 +84,11 @@ export function parseInstant(flag: string, edge: 'start' | 'end') {
   };
 }
 
-/** `--capacity <name>=<n>`, each checked: the kind and name (domain/licence.ts), the limit, given once. */
-function capacitiesOf(given: readonly string[], parseCapacityName: (name: string) => unknown, max: number): Record<string, number> {
+/**
+ * `--capacity <name>=<n>`, each checked: the kind and name (parseCapacityName of
+ * domain/licence.ts, given by the caller, which has loaded it), the limit, given once.
+ */
+export function parseCapacities(given: readonly string[], parseCapacityName: (name: string) => unknown, max: number): Record<string, number> {
   const out: Record<string, number> = {};
   for (const text of given) {
     const eq = text.lastIndexOf('=');
@@ -187,7 +190,7 @@ export function addLicenceCommands(program: Command, client: () => AdminClient):
         const spec = {
           tenant: o.tenant,
           features: o.feature ?? [],
-          capacities: capacitiesOf(o.capacity ?? [], parseCapacityName, MAX_CAPACITY),
+          capacities: parseCapacities(o.capacity ?? [], parseCapacityName, MAX_CAPACITY),
           issuedAt,
           notBefore: o.notBefore ?? issuedAt,
           expiresAt: o.expires,
