@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { AdminClient } from './api-client.ts';
+import { readText } from './files.ts';
 import { CliError, printJson, printTable } from './output.ts';
 
 type Row = Record<string, unknown>;
@@ -31,14 +31,6 @@ const poolBody = (o: PoolFlags) => ({
 const POOL_COLUMNS = ['name', 'seats', 'inUse', 'defaultTtlSeconds', 'maxTtlSeconds', 'heartbeatIntervalSeconds', 'requireSignedRequests', 'anonymous'];
 const ANONYMOUS = 'let clients take seats without any credential (anyone who reaches /v1)';
 const LEASE_COLUMNS = ['leaseId', 'clientId', 'clientAddress', 'acquiredAt', 'expiresAt', 'ttlSeconds'];
-
-function readText(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-}
 
 /** `entgate pool`, `entgate lease` and `entgate client-key`. */
 export function addLeaseCommands(program: Command, client: () => AdminClient, baseUrl: () => string, { positiveInt }: Parsers): void {

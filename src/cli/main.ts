@@ -8,8 +8,9 @@ import { addSesTokenCommands } from './ses-token-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addCredentialCommands } from './credential-commands.ts';
 import { addGuessCommands } from './guess-commands.ts';
+import { addLicenceCommands } from './licence-commands.ts';
 import { onDatabase } from './database.ts';
-import { CliError, printJson, printTable } from './output.ts';
+import { CliError, EXIT_USAGE, printJson, printTable } from './output.ts';
 import { packageVersion } from '../lib/package-files.ts';
 
 const program = new Command('entgate')
@@ -357,13 +358,14 @@ addSesTokenCommands(program);
 addAuditCommands(program, client, positiveInt);
 addCredentialCommands(program, client, positiveInt);
 addGuessCommands(program, client);
+addLicenceCommands(program, client);
 
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
     // commander has printed its own one-line message
-    process.exit(err.exitCode === 0 ? 0 : 2);
+    process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
   }
   const message = (err as Error).message.replace(/\s*\n\s*/g, '; ');
   process.stderr.write(`entgate: ${message}\n`);

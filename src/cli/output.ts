@@ -1,3 +1,6 @@
+/** The exit code of a command line that is wrong (commander's own refusals exit with it too). */
+export const EXIT_USAGE = 2;
+
 /** An error the CLI reports as one line on stderr with a non-zero exit. */
 export class CliError extends Error {
   constructor(

@@ -1,11 +1,12 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { parseIp } from '../lib/ip.ts';
-import { ConfigError } from '../lib/errors.ts';
 import { SDK_DEFAULT_AUDIENCE, SDK_DEFAULT_ISSUER } from '../ses/defaults.ts';
 import { deprecatedGroup } from './deprecated.ts';
-import { CliError } from './output.ts';
+import { loadKeys, readText } from './files.ts';
+import { LICENSING_ALGORITHMS, writeLicensingKeys, type LicensingAlgorithm } from './licence-commands.ts';
+import { CliError, EXIT_USAGE } from './output.ts';
 
 // The crypto (jose; node-forge, for certificates only) is loaded by the commands that use it,
 // each loading only its own, so that the rest of the CLI starts fast.
@@ -36,24 +37,10 @@ function machineAddresses(): string[] {
     .map((i) => i.address);
 }
 
-async function ring(files: string[], kind: 'public' | 'private', flag: string) {
-  const { loadKeyRing } = await import('../lib/key-ring.ts');
-  try {
-    return await loadKeyRing(files, kind, flag);
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliError(err.message);
-    throw err;
-  }
-}
-
 function readToken(token: string | undefined, file: string | undefined): string {
   if ((token === undefined) === (file === undefined)) throw new CliError('give the token, or --token-file <path>');
   if (token !== undefined) return token.trim();
-  try {
-    return readFileSync(file!, 'utf8').trim();
-  } catch (err) {
-    throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
+  return readText(file!).trim();
 }
 
 /**
@@ -66,12 +53,22 @@ export function addSesTokenCommands(program: Command): void {
 
   program
     .command('keys')
-    .description('key pairs for signing and encrypting software entitlement tokens')
-    .command('generate <dir>')
-    .description('write a signing and an encryption key pair, each with a self-signed certificate')
-    .action(async (dir: string) => {
+    .description('key pairs: for software entitlement tokens, or (--licensing) for signing licences')
+    .command('generate [dir]')
+    .description(
+      'write a token signing and a token encryption key pair to <dir>, each with a self-signed certificate; ' +
+        'or, with --licensing <dir> instead, the vendor\'s licence signing key pair',
+    )
+    .option('--licensing <dir>', 'write licensing-private.pem (PKCS#8, mode 0600) and licensing-public.pem (SPKI) here; never overwrites')
+    .addOption(new Option('--algorithm <name>', 'with --licensing: the key type (default Ed25519; ES256: a P-256 key)').choices(LICENSING_ALGORITHMS))
+    .action(async (dir: string | undefined, o: { licensing?: string; algorithm?: LicensingAlgorithm }) => {
+      if ((dir === undefined) === (o.licensing === undefined)) {
+        throw new CliError('give either <dir> (software entitlement token keys) or --licensing <dir> (licence signing keys)', EXIT_USAGE);
+      }
+      if (o.licensing !== undefined) return writeLicensingKeys(o.licensing, o.algorithm ?? 'Ed25519');
+      if (o.algorithm !== undefined) throw new CliError('--algorithm goes with --licensing', EXIT_USAGE);
       const { createTokenKeys } = await import('../ses/certs.ts');
-      const f = createTokenKeys(dir);
+      const f = createTokenKeys(dir!);
       process.stdout.write(
         `token signing:    ${f.signingKey} (ses-token mint --sign), ${f.signingCert} (ENTGATE_SES_SIGNING_KEYS)\n` +
           `token encryption: ${f.encryptionCert} (ses-token mint --encrypt), ${f.encryptionKey} (ENTGATE_SES_DECRYPTION_KEYS)\n`,
@@ -126,8 +123,8 @@ function addGroup(group: Command, mint: 'mint' | 'generate'): void {
       const notBefore = o.notBefore ?? new Date();
       const notAfter = o.notAfter ?? new Date(notBefore.getTime() + 7 * 86_400_000);
       if (notAfter <= notBefore) throw new CliError('--not-after must be later than --not-before');
-      const signingKey = o.sign ? (await ring([o.sign], 'private', '--sign'))[0] : undefined;
-      const encryptionKey = o.encrypt ? (await ring([o.encrypt], 'public', '--encrypt'))[0] : undefined;
+      const signingKey = o.sign ? (await loadKeys([o.sign], 'private', '--sign'))[0] : undefined;
+      const encryptionKey = o.encrypt ? (await loadKeys([o.encrypt], 'public', '--encrypt'))[0] : undefined;
       const { mintToken } = await import('../ses/minter.ts');
       const minted = await mintToken({
         applications: o.applicationId,
@@ -169,11 +166,11 @@ function addGroup(group: Command, mint: 'mint' | 'generate'): void {
       const caller = parseIp(o.address);
       if (!caller) throw new CliError(`--address: '${o.address}' is not an IP address`);
       const { decideGrant, TokenVerifier } = await import('../ses/verifier.ts');
-      const decryptionKeys = await ring(o.decryptionKey ?? [], 'private', '--decryption-key');
+      const decryptionKeys = await loadKeys(o.decryptionKey ?? [], 'private', '--decryption-key');
       const verifier = new TokenVerifier({
         issuer: o.issuer,
         audience: o.audience,
-        signingKeys: await ring(o.signingKey ?? [], 'public', '--signing-key'),
+        signingKeys: await loadKeys(o.signingKey ?? [], 'public', '--signing-key'),
         decryptionKeys,
         requireSigned: !o.allowUnsigned,
         requireEncrypted: decryptionKeys.length > 0,

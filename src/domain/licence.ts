@@ -72,7 +72,9 @@ export interface LicenceSpec {
 }
 
 const id = z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
-const seconds = z.number().int().nonnegative();
+/** The last second of the year 9999: a later time is no date a licence can be shown or stored with. */
+export const LAST_LICENCE_SECOND = 253_402_300_799;
+const seconds = z.number().int().nonnegative().max(LAST_LICENCE_SECOND, 'a time before the year 10000');
 
 const claimsSchema = z.object({
   jti: id,
@@ -129,7 +131,13 @@ const toSeconds = (d: Date) => Math.floor(d.getTime() / 1000);
 export async function issueLicence(spec: LicenceSpec, signingKey: KeyObject): Promise<string> {
   const issuedAt = spec.issuedAt ?? new Date();
   const notBefore = spec.notBefore ?? issuedAt;
-  const licence = { features: [...(spec.features ?? [])], capacities: { ...(spec.capacities ?? {}) }, notBefore, expiresAt: spec.expiresAt };
+  // Checked as it is signed, in whole seconds: a window shorter than that is none.
+  const licence = {
+    features: [...(spec.features ?? [])],
+    capacities: { ...(spec.capacities ?? {}) },
+    notBefore: new Date(toSeconds(notBefore) * 1000),
+    expiresAt: new Date(toSeconds(spec.expiresAt) * 1000),
+  };
   const problems = licenceProblems(licence);
   const claims: Claims = {
     jti: spec.id ?? randomUUID(),
@@ -161,7 +169,8 @@ export interface TrustedKey {
 
 /** The trusted keys for `keys` (public keys; a private key is trusted by its public half). */
 export async function trustKeys(keys: readonly KeyObject[]): Promise<TrustedKey[]> {
-  return Promise.all(keys.map(async (key) => ({ key, kid: await keyIdOf(key) })));
+  // jose verifies with public keys only: a private one is trusted as its public half.
+  return Promise.all(keys.map(async (key) => ({ key: key.type === 'private' ? createPublicKey(key) : key, kid: await keyIdOf(key) })));
 }
 
 export interface VerifyOptions {
