@@ -184,8 +184,12 @@ export interface LicenceClientLogger {
 export interface LicenceClientOptions {
   /** entgate's base URL, e.g. `http://entgate.internal:8080`. */
   baseUrl: string;
-  /** An API credential with the `capacities` scope, sent as a bearer credential. */
-  token: string;
+  /**
+   * An API credential with the `capacities` scope, sent as a bearer credential with every
+   * request. Default: the ENTGATE_CLIENT_TOKEN environment variable, as the LeaseClient's; an
+   * empty string sends none.
+   */
+  token?: string;
   /**
    * The vendor keys trusted to sign licences (PEM public keys or certificates, or KeyObjects):
    * the client verifies every licence itself, from the file or from entgate, with these.
@@ -268,7 +272,8 @@ export class LicenceClient extends EventEmitter<LicenceClientEvents> {
     if (options.publicKeys.length === 0) throw new TypeError('LicenceClient: publicKeys names no trusted vendor key');
     this.keys = options.publicKeys.map((k) => (typeof k === 'string' ? createPublicKey(k) : k.type === 'private' ? createPublicKey(k) : k));
     this.http = apiHttp(options.baseUrl, this.timeoutMs);
-    this.http.defaults.headers.common.Authorization = `Bearer ${options.token}`;
+    const token = (options.token ?? process.env.ENTGATE_CLIENT_TOKEN) || undefined;
+    if (token !== undefined) this.http.defaults.headers.common.Authorization = `Bearer ${token}`;
   }
 
   private get timeoutMs(): number {
