@@ -18,6 +18,29 @@ export {
   type HeldLease,
   type LeaseClientOptions,
 } from './client/lease-client.ts';
+export {
+  LicenceClient,
+  LicenceRequestError,
+  CapacityExceededError,
+  FeatureNotLicensedError,
+  LicenceExpiredError,
+  LicenceNotYetValidError,
+  CapacityNotLicensedError,
+  ClaimNotHeldError,
+  LicenceVerificationError,
+  LicenceFileError,
+  type Licence,
+  type LicenceStatus,
+  type LicenceSource,
+  type LicenceInfo,
+  type LicenceClientEvents,
+  type LicenceClientLogger,
+  type LicenceClientOptions,
+  type Claim,
+  type GrantedClaim,
+  type CapacityUse,
+  type HeldClaim,
+} from './client/licence-client.ts';
 /** The resolver contract, for writing a plugin (docs/plugins.md); its test suite is `entgate/testing`. */
 export type {
   Resolver,

@@ -1,6 +1,8 @@
-import axios, { type AxiosInstance } from 'axios';
+import type { AxiosInstance } from 'axios';
 import * as openpgp from 'openpgp';
 import { signRequest } from '../lib/signed-request.ts';
+import { apiHttp, sendApi, type Refusal } from './http.ts';
+import { keepAlive } from './keep-alive.ts';
 
 /** A held lease, as the server describes it. */
 export interface Lease {
@@ -91,12 +93,7 @@ export class LeaseClient {
   private readonly virtualKeys = new Map<string, string>();
 
   constructor(private readonly options: LeaseClientOptions) {
-    this.http = axios.create({
-      baseURL: `${options.baseUrl.replace(/\/+$/, '')}/v1`,
-      timeout: options.timeoutMs ?? 10_000,
-      validateStatus: () => true,
-      maxRedirects: 0,
-    });
+    this.http = apiHttp(options.baseUrl, options.timeoutMs ?? 10_000);
     if (options.signingKey !== undefined) this.key = openpgp.readPrivateKey({ armoredKey: options.signingKey });
     this.token = (options.token ?? process.env.ENTGATE_CLIENT_TOKEN) || undefined;
   }
@@ -130,45 +127,21 @@ export class LeaseClient {
    * may still be live; a 410, or no successful heartbeat before expiry, calls `onLost` once.
    */
   async hold(request: AcquireRequest, handlers: { onLost?: (error: LeaseRequestError) => void } = {}): Promise<HeldLease> {
-    let lease = await this.acquire(request);
-    let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
-    let inflight: Promise<unknown> = Promise.resolve();
-    const lost = (error: LeaseRequestError) => {
-      if (stopped) return;
-      stopped = true;
-      handlers.onLost?.(error);
-    };
-    const tick = () => {
-      inflight = this.heartbeat(lease.leaseId, request.ttlSeconds === undefined ? {} : { ttlSeconds: request.ttlSeconds }).then(
-        (renewed) => {
-          lease = renewed;
-          schedule();
-        },
-        (err: unknown) => {
-          if (err instanceof LeaseLostError) return lost(err);
-          if (Date.now() >= Date.parse(lease.expiresAt)) {
-            return lost(new LeaseLostError('lease_expired', `no heartbeat succeeded before the lease expired: ${(err as Error).message}`));
-          }
-          schedule(Math.min(1000, lease.heartbeatIntervalSeconds * 1000));
-        },
-      );
-    };
-    const schedule = (ms = lease.heartbeatIntervalSeconds * 1000) => {
-      if (stopped) return;
-      // Heartbeats alone do not keep a program running: it ends when its own work does.
-      timer = setTimeout(tick, ms).unref();
-    };
-    schedule();
+    const kept = keepAlive(await this.acquire(request), {
+      renew: (lease) => this.heartbeat(lease.leaseId, request.ttlSeconds === undefined ? {} : { ttlSeconds: request.ttlSeconds }),
+      intervalSeconds: (lease) => lease.heartbeatIntervalSeconds,
+      expiresAt: (lease) => Date.parse(lease.expiresAt),
+      isLoss: (err): err is LeaseLostError => err instanceof LeaseLostError,
+      lapsed: (err) => new LeaseLostError('lease_expired', `no heartbeat succeeded before the lease expired: ${err.message}`),
+      onLost: handlers.onLost,
+    });
     return {
       get lease() {
-        return lease;
+        return kept.current;
       },
       release: async () => {
-        stopped = true;
-        if (timer) clearTimeout(timer);
-        await inflight.catch(() => {});
-        await this.release(lease.leaseId);
+        await kept.stop();
+        await this.release(kept.current.leaseId);
       },
     };
   }
@@ -182,21 +155,15 @@ export class LeaseClient {
       data = await signRequest({ ...(body ?? {}) }, await this.key);
       headers['Content-Type'] = 'text/plain';
     }
-    let res;
-    try {
-      res = await this.http.request({ method, url: path, data, headers });
-    } catch (err) {
-      const e = err as { code?: string; message: string };
-      throw new LeaseRequestError(0, e.code ?? 'unreachable', `cannot reach entgate at ${this.options.baseUrl}: ${e.code ?? e.message}`);
-    }
-    if (res.status < 300) return res.data;
-    const b = (typeof res.data === 'object' && res.data !== null ? res.data : {}) as Record<string, unknown>;
-    const code = typeof b.code === 'string' ? b.code : `http_${res.status}`;
-    const message = typeof b.message === 'string' ? b.message : `HTTP ${res.status}`;
-    if (res.status === 409 && code === 'no_seat_available') {
-      throw new NoSeatAvailableError(message, Number(b.seats), Number(b.inUse), Number(b.retryAfterSeconds) || 1);
-    }
-    if (res.status === 410) throw new LeaseLostError(code, message);
-    throw new LeaseRequestError(res.status, code, message);
+    const res = await sendApi(this.http, this.options.baseUrl, { method, url: path, data, headers }, leaseError);
+    return res.data;
   }
+}
+
+function leaseError(r: Refusal): LeaseRequestError {
+  if (r.status === 409 && r.code === 'no_seat_available') {
+    return new NoSeatAvailableError(r.message, Number(r.fields.seats), Number(r.fields.inUse), Number(r.fields.retryAfterSeconds) || 1);
+  }
+  if (r.status === 410) return new LeaseLostError(r.code, r.message);
+  return new LeaseRequestError(r.status, r.code, r.message);
 }

@@ -261,6 +261,14 @@ export function windowOf(licence: Pick<Licence, 'notBefore' | 'expiresAt'>, now:
 /** Whether the licence grants a feature (its window aside). */
 export const grantsFeature = (licence: Pick<Licence, 'features'>, feature: string): boolean => licence.features.includes(feature);
 
+/** The limit the licence sets on a capacity: its number; none (null) for a granted feature without one; else 0. */
+export function limitUnder(licence: Pick<Licence, 'features' | 'capacities'>, capacity: string): number | null {
+  const limit = licence.capacities[capacity];
+  if (limit !== undefined) return limit;
+  const parsed = parseCapacityName(capacity);
+  return parsed?.kind === 'feature' && licence.features.includes(parsed.name) ? null : 0;
+}
+
 /** A licence as JSON (the API, the CLI's --json, the client's file). */
 export function licenceJson(l: Licence) {
   return {

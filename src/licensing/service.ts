@@ -3,6 +3,7 @@ import { AppError, ValidationError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import {
   licenceJson,
+  limitUnder,
   parseCapacityName,
   verifyLicence,
   windowOf,
@@ -54,13 +55,7 @@ export interface LicenceState {
   capacities: CapacityState[];
 }
 
-/** The limit the licence sets on a capacity: its number; none (null) for a granted feature without one; else 0. */
-export function limitUnder(licence: Pick<Licence, 'features' | 'capacities'>, capacity: string): number | null {
-  const limit = licence.capacities[capacity];
-  if (limit !== undefined) return limit;
-  const parsed = parseCapacityName(capacity);
-  return parsed?.kind === 'feature' && licence.features.includes(parsed.name) ? null : 0;
-}
+export { limitUnder };
 
 /** The capacities a licence makes: each it names, and each feature it grants without a `feature:` limit (no limit). */
 export function capacitiesOf(licence: Pick<Licence, 'features' | 'capacities'>): Map<string, { kind: CapacityKind; limit: number | null }> {

@@ -52,7 +52,7 @@ const create: ResolverFactory<Options> = (options) => ({
 export default create;
 `;
 
-const TYPES_CHECK = `import { startService, LeaseClient, type Resolver, type ResolverFactory, type RunningService } from 'entgate';
+const TYPES_CHECK = `import { startService, LeaseClient, LicenceClient, CapacityExceededError, type Licence, type Resolver, type ResolverFactory, type RunningService } from 'entgate';
 import { resolverContractTests, type ContractSubject } from 'entgate/testing';
 
 interface Options { realKey: string }
@@ -76,6 +76,9 @@ export const subject: ContractSubject = {
 };
 export const api: [typeof startService, typeof LeaseClient, typeof resolverContractTests] = [startService, LeaseClient, resolverContractTests];
 export type Running = RunningService;
+export const licences = new LicenceClient({ baseUrl: 'http://127.0.0.1:8080', token: 't', publicKeys: ['pem'], file: 'licence.jwt' });
+licences.on('licence', (licence: Licence, info) => void [licence.expiresAt.getTime(), info.seq, licences.hasFeature('reports')]);
+export const refusal = (err: unknown) => (err instanceof CapacityExceededError ? err.limit - err.inUse : undefined);
 
 // The declarations are real types, not any: each of these must be an error.
 // @ts-expect-error a resolution needs an outcome
@@ -84,6 +87,10 @@ export const bad: Awaited<ReturnType<Resolver['resolve']>> = { class: null };
 void startService();
 // @ts-expect-error the lease client wants its options
 new LeaseClient(42);
+// @ts-expect-error a licence client needs the vendor's keys and its file
+new LicenceClient({ baseUrl: 'http://127.0.0.1:8080', token: 't' });
+// @ts-expect-error its events are typed
+licences.on('licence', (licence: string) => licence);
 `;
 
 describe('the packed package, installed into a scratch project', { timeout: 600_000 }, () => {
@@ -181,10 +188,10 @@ describe('the packed package, installed into a scratch project', { timeout: 600_
     const script = `
       const api = await import('entgate');
       const testing = await import('entgate/testing');
-      console.log(JSON.stringify({ startService: typeof api.startService, LeaseClient: typeof api.LeaseClient, loadConfig: typeof api.loadConfig, resolverContractTests: typeof testing.resolverContractTests }));
+      console.log(JSON.stringify({ startService: typeof api.startService, LeaseClient: typeof api.LeaseClient, LicenceClient: typeof api.LicenceClient, loadConfig: typeof api.loadConfig, resolverContractTests: typeof testing.resolverContractTests }));
     `;
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: scratch, timeout: STEP_MS });
-    assert.deepEqual(JSON.parse(stdout), { startService: 'function', LeaseClient: 'function', loadConfig: 'function', resolverContractTests: 'function' });
+    assert.deepEqual(JSON.parse(stdout), { startService: 'function', LeaseClient: 'function', LicenceClient: 'function', loadConfig: 'function', resolverContractTests: 'function' });
   });
 
   it('its declarations type a plugin (Resolver, ResolverFactory) and the public API', async (t) => {
