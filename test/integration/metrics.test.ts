@@ -2,6 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import request from 'supertest';
 import { serviceFixture, AUTH } from '../helpers/service.ts';
+import { tempDir } from '../helpers/databases.ts';
+import { testVendor } from '../helpers/vendor.ts';
 
 const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|[Nn][Aa][Nn]|[+-]?[Ii]nf)$/;
 // (Prometheus reads special values ignoring case, as Go's ParseFloat does: prom-client writes "Nan".)
@@ -19,7 +21,8 @@ function parse(text: string): Map<string, number> {
 }
 
 describe('metrics', () => {
-  const fixture = serviceFixture();
+  const vendor = testVendor(tempDir());
+  const fixture = serviceFixture(vendor.env);
   const api = () => request(fixture.svc.server);
   const scrape = async () => {
     const res = await api().get('/metrics');
@@ -55,6 +58,25 @@ describe('metrics', () => {
     assert.ok((after.get('entgate_db_pool_connections{state="free"}') ?? -1) >= 0);
     assert.ok(after.has('entgate_check_events_queued'));
     assert.equal(after.get('entgate_log_lines_dropped_total'), 0);
+  });
+
+  it('follows the licence: its expiry, each capacity against its limit, claims by outcome', async () => {
+    const expiresAt = new Date(Date.now() + 3_600_000);
+    assert.equal((await scrape()).get('entgate_licence_expires_at_seconds'), 0, 'no licence yet');
+    const token = await vendor.issue({ features: ['rec'], capacities: { 'assigned:users': 1 }, expiresAt });
+    await api().put('/admin/v1/licence').set(AUTH).type('application/jwt').send(token).expect(201);
+    await api().post('/v1/capacities/assigned:users/claims').set(AUTH).send({ id: 'alice' }).expect(201);
+    await api().post('/v1/capacities/assigned:users/claims').set(AUTH).send({ id: 'alice' }).expect(200);
+    await api().post('/v1/capacities/assigned:users/claims').set(AUTH).send({ id: 'bob' }).expect(409);
+    const m = await scrape();
+    assert.equal(m.get('entgate_licence_expires_at_seconds'), Math.floor(expiresAt.getTime() / 1000));
+    assert.equal(m.get('entgate_licence_capacity_limit{capacity="assigned:users"}'), 1);
+    assert.equal(m.get('entgate_licence_capacity_in_use{capacity="assigned:users"}'), 1);
+    assert.equal(m.get('entgate_licence_capacity_limit{capacity="feature:rec"}'), -1, 'a feature granted without a limit');
+    assert.equal(m.get('entgate_capacity_claims_total{kind="assigned",outcome="created"}'), 1);
+    assert.equal(m.get('entgate_capacity_claims_total{kind="assigned",outcome="existing"}'), 1);
+    assert.equal(m.get('entgate_capacity_claims_total{kind="assigned",outcome="capacity_exceeded"}'), 1);
+    assert.equal(m.get('entgate_licence_stream_subscribers'), 0);
   });
 });
 
