@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { Agent } from 'node:http';
 import pg from 'pg';
-import { Databases, withClient } from './lib/database.ts';
+import { Databases, insertsPerSecond, SCRATCH_TABLE, withClient } from './lib/database.ts';
 import { LatencyHistogram } from './lib/load.ts';
 import { startServer, type ServerProcess } from './lib/processes.ts';
 import { runStandalone } from './lib/standalone.ts';
@@ -108,25 +108,10 @@ async function overGrants(url: string): Promise<{ maxLive: number; overGrants: n
 
 /** The database's own limit: one INSERT … RETURNING per request, 50 at a time, from this process. */
 async function insertLimit(url: string, seconds: number): Promise<number> {
-  await withClient(url, (c) => c.query('create table bench_scratch (id bigint generated always as identity primary key, client int not null, at timestamptz not null default clock_timestamp())'));
+  await withClient(url, (c) => c.query(SCRATCH_TABLE));
   const pool = new pg.Pool({ connectionString: url, max: CLIENTS });
   try {
-    let n = 0;
-    const warmEnd = Date.now() + 1000;
-    const end = warmEnd + seconds * 1000;
-    let from = 0n;
-    await Promise.all(
-      Array.from({ length: CLIENTS }, async (_, i) => {
-        while (Date.now() < end) {
-          await pool.query('insert into bench_scratch (client) values ($1) returning id', [i]);
-          if (Date.now() >= warmEnd) {
-            if (from === 0n) from = process.hrtime.bigint();
-            n++;
-          }
-        }
-      }),
-    );
-    return n / (Number(process.hrtime.bigint() - from) / 1e9);
+    return await insertsPerSecond(async (sql, params) => (await pool.query(sql, params)).rows, CLIENTS, seconds);
   } finally {
     await pool.end();
   }

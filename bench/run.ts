@@ -15,6 +15,8 @@
  *   BENCH_CRM=0          skip the crm resolver scenarios
  *   BENCH_LEASES=0       skip the floating-lease scenarios (bench/leases.ts)
  *   BENCH_SES=0          skip the software entitlement token scenarios (bench/ses.ts)
+ *   BENCH_CAPACITIES=0   skip the capacities scenario (bench/capacities.ts; its own block of the page)
+ *   BENCH_CAPACITIES_DURATION  seconds measured per capacities run (default 8; 1 to 60)
  *   BENCH_STARTUP=0      skip the start-up and CLI figures (bench/startup.ts)
  *   BENCH_STARTUP_RUNS   runs per start-up and CLI figure (default 5)
  *   BENCH_STARTUP_DIST   a compiled build to measure too (a directory holding src/cli/main.js;
@@ -37,11 +39,13 @@ import { combine, describe, drive, type LoadResult, type LoadSpec } from './lib/
 import { killAllNow, rssMiB, startServer, stopAll, type ServerProcess } from './lib/processes.ts';
 import { leaseScenarios } from './leases.ts';
 import { sesScenarios } from './ses.ts';
+import { capacitiesDuration, capacityScenarios, type CapacityBenchResult } from './capacities.ts';
 import { startupScenarios } from './startup.ts';
 import {
   renderResults,
   rssVerdict,
   STARTUP_BLOCK,
+  CAPACITIES_BLOCK,
   scaleVerdict,
   scenarioVerdict,
   writeResults,
@@ -68,6 +72,8 @@ const RSS_KEYS = Math.floor(numberEnv('BENCH_RSS_KEYS', 1_000_000, 0, 5_000_000)
 const CRM = process.env.BENCH_CRM !== '0';
 const LEASES = process.env.BENCH_LEASES !== '0';
 const SES = process.env.BENCH_SES !== '0';
+const CAPACITIES = process.env.BENCH_CAPACITIES !== '0';
+const CAPACITIES_DURATION = capacitiesDuration();
 const STARTUP = process.env.BENCH_STARTUP !== '0';
 const CHECKS = process.env.BENCH_CHECKS !== '0';
 const WRITE_DOC = process.env.BENCH_NO_DOC !== '1';
@@ -80,7 +86,7 @@ const SCALE_SMALL = 10_000;
 const SCALE_LARGE = 1_000_000;
 /** Bounds of the memory run and of the whole benchmark. */
 const RSS_MAX_SECONDS = 240;
-const RUN_MAX_SECONDS = 20 * 60 + (STARTUP ? 20 * 60 : 0);
+const RUN_MAX_SECONDS = 20 * 60 + (STARTUP ? 20 * 60 : 0) + (CAPACITIES ? 5 * 60 + 6 * CAPACITIES_DURATION : 0);
 
 const SECRET = randomBytes(32).toString('hex');
 const ADMIN_TOKEN = randomBytes(16).toString('hex');
@@ -450,6 +456,18 @@ async function rssPhase(mainUrl: string): Promise<RssResult> {
   }
 }
 
+/** The capacities scenario, its figures written to their own block of docs/benchmarks.md. */
+async function capacitiesPhase(): Promise<CapacityBenchResult | undefined> {
+  if (!CAPACITIES) return undefined;
+  const result = await capacityScenarios(CAPACITIES_DURATION, ADMIN_URL);
+  console.log(`\n${result.markdown}\n`);
+  if (WRITE_DOC) {
+    writeResults(fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url)), result.markdown, CAPACITIES_BLOCK);
+    log('capacities figures written to docs/benchmarks.md');
+  }
+  return result;
+}
+
 // ---------------------------------------------------------------- the run
 
 async function main(): Promise<void> {
@@ -476,7 +494,8 @@ async function main(): Promise<void> {
     const leases = LEASES ? await leaseScenarios(DURATION, ADMIN_URL) : undefined;
     const ses = SES ? await sesScenarios(DURATION, ADMIN_URL) : undefined;
     for (const r of [leases, ses]) if (r) console.log(`\n${r.markdown}\n`);
-    if ([startup, leases, ses].some((r) => r && !r.valid)) process.exitCode = 2;
+    const capacities = await capacitiesPhase();
+    if ([startup, leases, ses, capacities].some((r) => r && !r.valid)) process.exitCode = 2;
     return;
   }
 
@@ -494,6 +513,7 @@ async function main(): Promise<void> {
   const rss = RSS_KEYS > 0 ? await rssPhase(mainUrl) : undefined;
   const leases = LEASES ? await leaseScenarios(DURATION, ADMIN_URL) : undefined;
   const ses = SES ? await sesScenarios(DURATION, ADMIN_URL) : undefined;
+  const capacities = await capacitiesPhase();
 
   const cpu = cpus();
   const results = renderResults(
@@ -526,7 +546,7 @@ async function main(): Promise<void> {
     ...[...rows, ...extra].map((r) => scenarioVerdict(r, baseline.rps, baseline.valid)),
     ...(scale ? [scaleVerdict(scale).verdict] : []),
     ...(rss ? [rssVerdict(rss).verdict] : []),
-    ...[leases, ses].flatMap((r) => (r ? [...r.markdown.matchAll(/\| (PASS|FAIL|INVALID[^|]*) \|$/gm)].map((m) => m[1]!) : [])),
+    ...[leases, ses, capacities].flatMap((r) => (r ? [...r.markdown.matchAll(/\| (PASS|FAIL|INVALID[^|]*) \|$/gm)].map((m) => m[1]!) : [])),
   ];
   const failed = verdicts.filter((v) => v.startsWith('FAIL')).length;
   const invalid = verdicts.filter((v) => v.startsWith('INVALID')).length + (baseline.valid ? 0 : 1);

@@ -133,3 +133,33 @@ export async function seedKeys(url: string, count: number, keyOf: (i: number) =>
     if (rows[0].n !== count) throw new Error(`seeded ${rows[0].n} virtual keys instead of ${count}`);
   });
 }
+
+/** A statement runner: rows of the answer (a `pg` pool's or client's query, or PGlite's). */
+export type Query = (sql: string, params?: unknown[]) => Promise<Record<string, unknown>[]>;
+
+/** The scratch table of the database's own limit (bench/leases.ts, bench/capacities.ts). */
+export const SCRATCH_TABLE =
+  'create table if not exists bench_scratch (id bigint generated always as identity primary key, client int not null, at timestamptz not null default clock_timestamp())';
+
+/**
+ * The database's own limit: `INSERT … RETURNING` into the scratch table from `callers`
+ * concurrent callers, each one statement at a time, for `seconds` after a 1 s warm-up; per second.
+ */
+export async function insertsPerSecond(query: Query, callers: number, seconds: number): Promise<number> {
+  let n = 0;
+  const warmEnd = Date.now() + 1000;
+  const end = warmEnd + seconds * 1000;
+  let from = 0n;
+  await Promise.all(
+    Array.from({ length: callers }, async (_, i) => {
+      while (Date.now() < end) {
+        await query('insert into bench_scratch (client) values ($1) returning id', [i]);
+        if (Date.now() >= warmEnd) {
+          if (from === 0n) from = process.hrtime.bigint();
+          n++;
+        }
+      }
+    }),
+  );
+  return n / (Number(process.hrtime.bigint() - from) / 1e9);
+}

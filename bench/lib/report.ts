@@ -178,9 +178,10 @@ export function renderResults(
   return L.join('\n');
 }
 
-/** The blocks of docs/benchmarks.md the benchmark writes: the run's results, and the start-up figures (bench/startup.ts). */
+/** The blocks of docs/benchmarks.md the benchmark writes: the run's results, the start-up figures (bench/startup.ts) and the capacities figures (bench/capacities.ts). */
 export const RESULTS_BLOCK = { name: 'results', heading: 'Latest results' } as const;
 export const STARTUP_BLOCK = { name: 'startup', heading: 'Start-up and CLI: latest figures' } as const;
+export const CAPACITIES_BLOCK = { name: 'capacities', heading: 'Capacities: latest figures' } as const;
 
 /** Replaces a block between its markers (appending it, under its heading, when the markers are missing). */
 export function writeResults(docPath: string, results: string, block: { name: string; heading: string } = RESULTS_BLOCK): void {
