@@ -73,6 +73,7 @@ function subscribe(url: string, token: string, lastEventId?: string) {
     req.on('error', reject);
     req.end();
   });
+  opened.catch(() => {}); // a test that awaits it sees the failure
   return {
     opened,
     events,
@@ -642,8 +643,10 @@ describe('the licence stream across two instances on one PostgreSQL', { skip: pg
 
   before(async () => {
     db = await pgTarget!.create();
-    a = await startTestService(db, TRUSTING);
-    b = await startTestService(db, TRUSTING);
+    // Many streams from one address: no cap on requests in flight per address (a stream is one as long as it is open).
+    const env = { ...TRUSTING, ENTGATE_MAX_REQUESTS_PER_CLIENT: '0' };
+    a = await startTestService(db, env);
+    b = await startTestService(db, env);
   });
   after(async () => {
     await a?.close();
@@ -678,5 +681,36 @@ describe('the licence stream across two instances on one PostgreSQL', { skip: pg
       Array.from({ length: 12 }, (_, i) => request(i % 2 ? a.server : b.server).post(claimPath('assigned:users')).set(AUTH).send({ id: `user-${i}` })),
     );
     assert.deepEqual([results.filter((r) => r.status === 201).length, results.filter((r) => r.status === 409).length], [5, 7]);
+  });
+
+  it('gives a stream that opens while a licence is installed every licence once, in order', async () => {
+    const token = (await request(a.server).post('/admin/v1/admin-tokens').set(AUTH).send({ name: 'racer', scopes: ['capacities'] }).expect(201)).body.token as string;
+    const streams: ReturnType<typeof subscribe>[] = [];
+    let last = 0;
+    try {
+      for (let round = 0; round < 10; round++) {
+        const licence = await issue({ id: `lic-race-${round}`, capacities: { ...BASE, 'assigned:users': 5 } });
+        let answered = false;
+        const put = request(a.server).put('/admin/v1/licence').set(AUTH).set('Content-Type', 'text/plain').send(licence).then((r) => ((answered = true), r));
+        // Streams open all through the install, and a few after it.
+        for (let i = 0, after = 0; i < 40 && after < 4; i++, after += answered ? 1 : 0) {
+          streams.push(subscribe((i % 2 ? a : b).url, token));
+          await sleep(2);
+        }
+        const res = await put;
+        assert.equal(res.status, 201, JSON.stringify(res.body));
+        last = res.body.current.seq;
+      }
+      for (const [i, stream] of streams.entries()) {
+        await stream.frameAfter(0);
+        const deadline = Date.now() + 10_000;
+        while (stream.events.at(-1)?.id !== String(last) && Date.now() < deadline) await sleep(20);
+        const ids = stream.events.map((e) => Number(e.id));
+        assert.equal(ids.at(-1), last, `stream ${i} has ${ids.join()}`);
+        assert.ok(ids.every((id, k) => k === 0 || id > ids[k - 1]!), `stream ${i} got ${ids.join()}: each licence once, in order`);
+      }
+    } finally {
+      for (const s of streams) s.close();
+    }
   });
 });
