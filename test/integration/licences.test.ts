@@ -524,6 +524,10 @@ for (const target of databaseTargets) {
       const byName = await api().post('/v1/leases').set(AUTH).send({ pool: 'concurrent:calls', clientId: 'sneaky' });
       assert.ok([400, 403, 404].includes(byName.status), JSON.stringify(byName.body));
       const lease = shown.body.leases[0] as { leaseId: string };
+      // 60: the claim made again without a TTL was renewed for the default.
+      const claims = (await api().get('/admin/v1/licence/capacities/concurrent:calls/claims').set(AUTH).expect(200)).body.items;
+      assert.deepEqual(claims.map((c: { id: string; claimId: string; ttlSeconds: number }) => [c.id, c.claimId, c.ttlSeconds]), [['call-2', lease.leaseId, 60]]);
+      assert.match(claims[0].clientAddress, /127\.0\.0\.1/);
       const forced = await api().delete(`/admin/v1/leases/${lease.leaseId}`).set(AUTH);
       assert.deepEqual([forced.status, forced.body.code], [409, 'pool_owned_by_licence']);
       assert.equal((await api().get(claimPath('concurrent:calls', 'call-2')).set(AUTH)).status, 200, 'the claim is still held');
