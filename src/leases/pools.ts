@@ -70,8 +70,19 @@ export class PoolAdmin {
     };
   }
 
-  /** Ends a lease on an admin's word (recorded as released, reason `forced`). */
+  /**
+   * Ends a lease on an admin's word (recorded as released, reason `forced`). A licence
+   * capacity's lease is its claim: released at /admin/v1/licence, where the release is
+   * recorded as a licence event too.
+   */
   async forceRelease(id: string): Promise<void> {
+    const found = await this.seats.find(id, 'licence_capacity');
+    if (found) {
+      throw new ConflictError(
+        'pool_owned_by_licence',
+        `lease ${id} is the claim of ${found.lease.clientId} on licence capacity ${found.pool.licenceCapacity}: release it at /admin/v1/licence/capacities/${found.pool.licenceCapacity}/claims/${found.lease.clientId} instead`,
+      );
+    }
     const result = await this.seats.release(id, 'forced', null);
     if (result === 'not_found') throw new NotFoundError(`lease ${id}`);
   }

@@ -1,13 +1,17 @@
 import { z } from 'zod';
 import { CLIENT_ID } from './rules.ts';
 import { POOL_NAME } from './pool-kinds.ts';
+import { LICENCE_NAME } from '../domain/licence.ts';
 
 export const poolName = z.string().regex(POOL_NAME, {
   error: 'a pool name is 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit (vk- is reserved)',
 });
 
-/** A pool name in a path: the pools of virtual keys (`vk-<id>`) may be read and tuned too. */
-export const anyPoolName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, { error: 'not a pool name' });
+/**
+ * A pool name in a path: the pools of virtual keys (`vk-<id>`) may be read and tuned too, and
+ * those of licence capacities (`concurrent:<name>`, the capacity's name) read.
+ */
+export const anyPoolName = z.string().regex(new RegExp(`^(?:[a-z0-9][a-z0-9._-]{0,62}|concurrent:${LICENCE_NAME.source.slice(1, -1)})$`), { error: 'not a pool name' });
 
 const clientId = z.string().regex(CLIENT_ID, { error: 'clientId is 1 to 128 printable ASCII characters without spaces' });
 const ttlSeconds = z.number().int().min(1).max(7 * 86_400);

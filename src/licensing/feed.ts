@@ -26,7 +26,9 @@ export function licenceMessage(installed: InstalledLicence) {
  * licence, so that nothing installed meanwhile is missed.
  */
 export class LicenceFeed {
-  private readonly subscribers = new Set<Response>();
+  /** Each open stream, with the seq of the newest licence it has (sent, or its Last-Event-ID). */
+  private readonly subscribers = new Map<Response, number>();
+  /** The newest licence this process knows of. */
   private lastSeq = 0;
   private refreshing: Promise<void> = Promise.resolve();
   private closed = false;
@@ -48,7 +50,7 @@ export class LicenceFeed {
       () => this.refresh(),
     );
     this.keepalive = setInterval(() => {
-      for (const res of this.subscribers) res.write(': keepalive\n\n');
+      for (const res of this.subscribers.keys()) res.write(': keepalive\n\n');
     }, KEEPALIVE_MS);
     this.keepalive.unref();
   }
@@ -64,15 +66,18 @@ export class LicenceFeed {
     });
   }
 
-  /** Reads the current licence and pushes it to every subscriber if it is newer than the last pushed. Serialised. */
+  /** Reads the current licence and pushes it to every subscriber that does not have it yet. Serialised. */
   refresh(): Promise<void> {
     this.refreshing = this.refreshing.then(async () => {
       try {
         const current = await this.repo.current();
-        if (!current || current.seq <= this.lastSeq) return;
-        this.lastSeq = current.seq;
-        const event = frame(current);
-        for (const res of this.subscribers) this.send(res, event);
+        if (!current) return;
+        this.lastSeq = Math.max(this.lastSeq, current.seq);
+        let event: string | undefined;
+        for (const [res, seq] of this.subscribers) {
+          if (seq >= current.seq) continue;
+          this.send(res, (event ??= frame(current)), current.seq);
+        }
       } catch (err) {
         this.logger.warn({ err: (err as Error).message }, 'could not read the licence to push it to subscribers');
       }
@@ -90,21 +95,26 @@ export class LicenceFeed {
       Connection: 'keep-alive',
     });
     res.write(`retry: ${RETRY_MS}\n\n`);
-    if (current && lastEventId !== String(current.seq)) this.send(res, frame(current));
     if (this.closed) {
       res.end();
       return;
     }
-    this.subscribers.add(res);
+    this.subscribers.set(res, current && lastEventId === String(current.seq) ? current.seq : 0);
     res.on('close', () => this.subscribers.delete(res));
+    if (current) this.send(res, frame(current), current.seq);
+    // A licence installed while this one was read was pushed to the others before this stream was listed.
+    if (this.lastSeq > (current?.seq ?? 0)) void this.refresh();
   }
 
-  private send(res: Response, event: string): void {
+  /** Sends licence `seq` to a subscriber that does not have it yet. */
+  private send(res: Response, event: string, seq: number): void {
+    if ((this.subscribers.get(res) ?? Infinity) >= seq) return;
     if (res.writableLength > MAX_BUFFERED) {
       this.subscribers.delete(res);
       res.destroy();
       return;
     }
+    this.subscribers.set(res, seq);
     res.write(event);
     this.delivered++;
   }
@@ -112,7 +122,7 @@ export class LicenceFeed {
   /** Ends every stream (at shutdown, before the listeners drain). */
   endStreams(): void {
     this.closed = true;
-    for (const res of this.subscribers) res.end();
+    for (const res of this.subscribers.keys()) res.end();
     this.subscribers.clear();
   }
 

@@ -114,6 +114,7 @@ export class LicenceService {
   async install(token: string, who: Asker): Promise<{ installed: boolean; current: InstalledLicence }> {
     const text = token.trim();
     if (this.trusted.length === 0) {
+      await this.recordRefusal('no_trusted_keys', undefined, who, { reason: 'ENTGATE_LICENCE_PUBLIC_KEYS names no vendor key' });
       throw refused(409, 'no_trusted_keys', 'this installation trusts no vendor key: set ENTGATE_LICENCE_PUBLIC_KEYS to the vendor\'s public key file and restart');
     }
     const verified = await verifyLicence(text, this.trusted);

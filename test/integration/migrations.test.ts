@@ -110,3 +110,53 @@ for (const target of databaseTargets) {
     });
   });
 }
+
+for (const target of databaseTargets) {
+  describe(`licences (20261212000000_licences) on ${target.name}`, () => {
+    it('decides claims in the database, and undoes cleanly with claims held (their pool and leases go), then makes a new installation', async () => {
+      const created = await target.create();
+      const db = await openDatabase({ databaseUrl: created.env.DATABASE_URL, dataDir: created.env.DATA_DIR });
+      const knex = db.knex;
+      try {
+        await migrate(db);
+        const claim = async (capacity: string, entity: string) =>
+          (
+            (await knex.raw('select entgate_capacity_claim(?, ?, null, gen_random_uuid(), null, null, ?, null, ?::json) as r', [
+              capacity,
+              entity,
+              'capacities',
+              JSON.stringify({ defaultTtlSeconds: 60, maxTtlSeconds: 600, heartbeatIntervalSeconds: 20 }),
+            ])) as { rows: { r: { outcome: string; inUse?: number } }[] }
+          ).rows[0]!.r;
+        assert.equal((await claim('assigned:users', 'a')).outcome, 'no_licence');
+        const [{ seq }] = await knex('licences')
+          .insert({ licence_id: 'l1', tenant: 't', token: 'x.y.z', claims: '{}', issued_at: new Date(), not_before: new Date(Date.now() - 60_000), expires_at: new Date(Date.now() + 3_600_000) })
+          .returning('seq');
+        const window = { licence_seq: seq, not_before: new Date(Date.now() - 60_000), expires_at: new Date(Date.now() + 3_600_000) };
+        await knex('licence_capacities').insert([
+          { name: 'assigned:users', kind: 'assigned', capacity_limit: 1, ...window },
+          { name: 'concurrent:calls', kind: 'concurrent', capacity_limit: 1, ...window },
+        ]);
+        await assert.rejects(knex('licence_capacities').insert({ name: 'assigned:x', kind: 'assigned', capacity_limit: null, ...window }), /check/);
+        assert.deepEqual([await claim('assigned:users', 'a'), await claim('assigned:users', 'a')].map((r) => [r.outcome, r.inUse]), [['acquired', 1], ['existing', 1]]);
+        assert.equal((await claim('assigned:users', 'b')).outcome, 'full');
+        assert.equal((await claim('concurrent:calls', 'c')).outcome, 'acquired');
+        assert.equal((await claim('concurrent:calls', 'd')).outcome, 'full');
+        assert.equal((await claim('assigned:other', 'a')).outcome, 'unknown_capacity');
+        const installation = (await knex('installation').first()).id as string;
+
+        await licences.down(knex);
+        assert.equal(Number((await knex('lease_pools').where({ name: 'concurrent:calls' }).count({ n: '*' }))[0]!.n), 0);
+        assert.equal(await knex.schema.hasTable('capacity_claims'), false);
+        await licences.up(knex);
+        assert.equal(await migrationsCurrent(db), true);
+        const again = await knex('installation').select('id');
+        assert.equal(again.length, 1);
+        assert.notEqual(again[0].id, installation, 'a database made anew is a new installation');
+      } finally {
+        await db.close();
+        await created.drop();
+      }
+    });
+  });
+}
