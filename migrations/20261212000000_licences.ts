@@ -231,7 +231,8 @@ $fn$`;
 
 /**
  * May entity `p_entity` hold capacity `p_capacity` now. Under the capacity's row lock:
- * - no such capacity: `no_licence` (none installed) or `unknown_capacity`;
+ * - no such capacity: `no_licence` (none installed) or `unknown_capacity`, recorded as refused
+ *   (`feature_not_licensed` for a `feature:` capacity);
  * - a claim the entity holds already: `existing` (a concurrent one renewed, as an acquire of
  *   one's own lease is), even once the licence has expired: what is held stays;
  * - outside the licence's window: `expired` or `not_yet_valid`, recorded as refused;
@@ -255,10 +256,13 @@ declare
 begin
   select * into c from licence_capacities where name = p_capacity for update;
   if not found then
-    if not exists (select 1 from licences) then
-      return json_build_object('outcome', 'no_licence');
-    end if;
-    return json_build_object('outcome', 'unknown_capacity');
+    -- Refused too, and recorded: a feature: capacity of a feature not granted, or a capacity the licence does not name.
+    select licence_id into v_licence from licences order by seq desc limit 1;
+    insert into licence_events (type, licence_id, capacity, entity_id, reason, actor, client_address)
+    values ('refused', v_licence, p_capacity, p_entity,
+            case when p_capacity like 'feature:%' then 'feature_not_licensed' when v_licence is null then 'no_licence' else 'unknown_capacity' end,
+            p_actor, p_address);
+    return json_build_object('outcome', case when v_licence is null then 'no_licence' else 'unknown_capacity' end);
   end if;
   select licence_id into v_licence from licences where seq = c.licence_seq;
   v_now := clock_timestamp();

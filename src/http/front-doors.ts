@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { callerAddress } from '../lib/http/caller.ts';
+import { onLeavingAdmission } from '../lib/http/long-lived.ts';
 import { clientOfAddress, type IpRange } from '../lib/ip.ts';
 
 /**
@@ -91,15 +92,23 @@ export class FrontDoors {
     }
     this.inFlight[door]++;
     this.open.add(res);
-    // 'close' follows every response, finished or cut off, exactly once.
-    res.once('close', () => {
+    let counted = true;
+    const leave = () => {
+      if (!counted) return;
+      counted = false;
       this.inFlight[door]--;
-      this.open.delete(res);
       if (client !== undefined) {
         const left = this.perClient.get(client)! - 1;
         if (left === 0) this.perClient.delete(client);
         else this.perClient.set(client, left);
       }
+    };
+    // A long-lived stream leaves the counts once established (lib/http/long-lived.ts).
+    onLeavingAdmission(res, leave);
+    // 'close' follows every response, finished or cut off, exactly once.
+    res.once('close', () => {
+      this.open.delete(res);
+      leave();
     });
     return true;
   }

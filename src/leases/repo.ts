@@ -427,8 +427,10 @@ export class LeasesRepo {
            returning 1
          ), capacity as (
            -- A licence capacity's claim that lapsed is a licence event too (recorded now, with when it lapsed).
-           insert into licence_events (type, capacity, entity_id, reason, client_address, detail)
-           select 'expired', p.licence_capacity, l.client_id, 'not_renewed', l.client_address, json_build_object('expiredAt', l.expires_at)::jsonb
+           insert into licence_events (type, licence_id, capacity, entity_id, in_use, capacity_limit, reason, client_address, detail)
+           select 'expired', (select licence_id from licences order by seq desc limit 1), p.licence_capacity, l.client_id,
+                  (select count(*) from leases o where o.pool_id = p.id and o.released_at is null and o.expires_at > clock_timestamp())::int,
+                  p.seats, 'not_renewed', l.client_address, json_build_object('expiredAt', l.expires_at)::jsonb
              from lapsed l join lease_pools p on p.id = l.pool_id
             where p.kind = 'licence_capacity'
            returning 1

@@ -1,4 +1,6 @@
 import type { Response } from 'express';
+import { AppError } from '../lib/errors.ts';
+import { leaveAdmission } from '../lib/http/long-lived.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { Database } from '../store/db.ts';
 import type { LicenceRepo, InstalledLicence } from './repo.ts';
@@ -9,6 +11,8 @@ const CHANNEL = 'entgate_licence';
 const KEEPALIVE_MS = 15_000;
 /** What a client waits before reconnecting (the SSE `retry` field). */
 const RETRY_MS = 2_000;
+/** Streams one process serves at most (each holds a socket and a little memory). */
+const MAX_SUBSCRIBERS = 10_000;
 /** A subscriber that reads nothing is cut off past this much unsent data. */
 const MAX_BUFFERED = 1024 * 1024;
 
@@ -87,6 +91,9 @@ export class LicenceFeed {
 
   /** Opens a stream on `res`: the current licence first (unless `lastEventId` is its seq), then each new one. */
   async subscribe(res: Response, lastEventId: string | undefined): Promise<void> {
+    if (this.subscribers.size >= MAX_SUBSCRIBERS) {
+      throw new AppError(503, 'too_many_streams', `this process serves ${MAX_SUBSCRIBERS} licence streams already: try another instance, or later`, { headers: { 'Retry-After': '5' } });
+    }
     const current = await this.repo.current();
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
@@ -95,6 +102,8 @@ export class LicenceFeed {
       Connection: 'keep-alive',
     });
     res.write(`retry: ${RETRY_MS}\n\n`);
+    // An open stream holds no place meant for requests that end (per-address and per-door caps).
+    leaveAdmission(res);
     if (this.closed) {
       res.end();
       return;

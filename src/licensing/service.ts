@@ -123,6 +123,11 @@ export class LicenceService {
       throw refused(400, verified.code, `licence refused: ${verified.reason}`);
     }
     const licence = verified.licence;
+    // The clock tolerance is for a licence that starts now; one already past its end is of no use installed.
+    if (licence.expiresAt.getTime() <= Date.now()) {
+      await this.recordRefusal('licence_expired', licence, who, { reason: `it expired at ${licence.expiresAt.toISOString()}` });
+      throw refused(400, 'licence_expired', `licence refused: it expired at ${licence.expiresAt.toISOString()}`);
+    }
     const installation = await this.installation();
     if (licence.installation !== null && licence.installation !== installation.id) {
       await this.recordRefusal('licence_installation_mismatch', licence, who, { installation: licence.installation });

@@ -213,6 +213,8 @@ for (const target of databaseTargets) {
         ['three parts of nonsense', 'aaa.bbb.ccc', 'licence_malformed'],
         ['a JWT of another type', plainJwt, 'licence_malformed'],
         ['expired', await issue({ id: 'lic-old', issuedAt: new Date(now - 3 * DAY), expiresAt: new Date(now - DAY) }), 'licence_expired'],
+        // Within the clock tolerance verify allows, but of no use installed: it would refuse every claim.
+        ['expired a moment ago', await issue({ id: 'lic-just-old', issuedAt: new Date(now - DAY), expiresAt: new Date(now - 5_000) }), 'licence_expired'],
         ['not yet valid', await issue({ id: 'lic-future', notBefore: new Date(now + DAY), expiresAt: new Date(now + 2 * DAY) }), 'licence_not_yet_valid'],
       ];
       for (const [what, token, code] of cases) {
@@ -308,6 +310,13 @@ for (const target of databaseTargets) {
       const notJson = await api().post(claimPath('assigned:users')).set(AUTH).set('Content-Type', 'application/json').send('{"id":');
       assert.equal(notJson.status, 400);
       assert.equal(await count('capacity_claims'), claimsBefore);
+      // Refusals the licence decides are recorded; requests that are not claims at all (400) are not.
+      const refused = (await eventsOf('type=refused')).filter((e) => e.entityId === 'x').map((e) => [e.capacity, e.reason]);
+      assert.deepEqual(refused, [
+        ['assigned:nothing', 'unknown_capacity'],
+        ['concurrent:nothing', 'unknown_capacity'],
+        ['feature:beta', 'feature_not_licensed'],
+      ]);
       assert.equal((await api().get('/admin/v1/licence/capacities/nope/claims').set(AUTH)).body.code, 'invalid_capacity');
       assert.equal((await api().delete(claimPath('assigned:users', 'nobody')).set(AUTH)).body.code, 'claim_not_held');
     });
@@ -359,8 +368,13 @@ for (const target of databaseTargets) {
       }
       assert.ok(granted >= lapsesAt - 50, `granted ${lapsesAt - granted} ms before the claim lapsed`);
       await fixture.svc.leases.tidyNow();
-      const lapsed = (await eventsOf('capacity=concurrent:calls&type=expired')).map((e) => [e.entityId, e.reason]);
-      assert.deepEqual(lapsed, [['call-1', 'not_renewed']]);
+      const expired = await eventsOf('capacity=concurrent:calls&type=expired');
+      assert.deepEqual(expired.map((e) => [e.entityId, e.reason]), [['call-1', 'not_renewed']]);
+      const [lapse] = expired;
+      assert.equal(typeof lapse!.licenceId, 'string');
+      assert.equal(typeof lapse!.limit, 'number');
+      assert.equal(typeof lapse!.inUse, 'number');
+      assert.ok(Date.parse((lapse!.detail as { expiredAt: string }).expiredAt) <= Date.parse(lapse!.occurredAt as string), 'recorded once lapsed, with when');
 
       const beat = await api().post(`${claimPath('concurrent:calls', 'call-2')}/heartbeat`).set(AUTH).send({ ttlSeconds: 120 });
       assert.equal(beat.status, 200, JSON.stringify(beat.body));
@@ -617,6 +631,34 @@ for (const target of databaseTargets) {
 
       assert.equal((await install(await issue({ id: 'lic-renewed' }))).status, 201);
       assert.equal((await claim('assigned:devices', { id: 'newcomer' })).status, 201);
+    });
+  });
+
+  describe(`licence streams hold no place meant for requests, on ${target.name}`, () => {
+    const fixture = serviceFixture({ ...TRUSTING, ENTGATE_MAX_REQUESTS_PER_CLIENT: '2' }, target);
+
+    it('more open streams than the per-address cap, and claims from that address still answered', async () => {
+      const api = () => request(fixture.svc.server);
+      assert.equal((await api().put('/admin/v1/licence').set(AUTH).type('application/jwt').send(await issue())).status, 201);
+      const token = AUTH.Authorization.slice('Bearer '.length);
+      const streams: ReturnType<typeof subscribe>[] = [];
+      try {
+        // One after another: a stream counts as a request until it is established.
+        for (let i = 0; i < 4; i++) {
+          const s = subscribe(fixture.svc.url, token);
+          streams.push(s);
+          assert.equal((await s.opened).status, 200);
+          assert.equal((await s.eventAt(0)).event, 'licence');
+        }
+        const res = await fetch(`${fixture.svc.url}${claimPath('assigned:users')}`, {
+          method: 'POST',
+          headers: { ...AUTH, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ id: 'beside-streams' }),
+        });
+        assert.equal(res.status, 201, await res.text());
+      } finally {
+        for (const s of streams) s.close();
+      }
     });
   });
 
