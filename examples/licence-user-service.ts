@@ -4,8 +4,8 @@
 // a user releases its claim, and activating one claims again. The reports page is open only
 // while the licence grants the feature `reports` (checked locally, offline too).
 //
-//   entgate credential create user-service --scope capacities     # prints ENTGATE_TOKEN
-//   ENTGATE_URL=http://127.0.0.1:8080 ENTGATE_TOKEN=egt_... \
+//   entgate credential create user-service --scope capacities     # prints ENTGATE_CLIENT_TOKEN
+//   ENTGATE_URL=http://127.0.0.1:8080 ENTGATE_CLIENT_TOKEN=egt_... \
 //   ENTGATE_LICENCE_PUBLIC_KEY=vendor/licensing-public.pem LICENCE_FILE=/var/lib/users/licence.jwt PORT=3000 \
 //   npx tsx examples/licence-user-service.ts
 //
@@ -31,7 +31,7 @@ function required(name: string): string {
 
 const licences = new LicenceClient({
   baseUrl: process.env.ENTGATE_URL ?? 'http://127.0.0.1:8080',
-  token: required('ENTGATE_TOKEN'),
+  token: required('ENTGATE_CLIENT_TOKEN'),
   // The vendor's public key: every licence is verified here, whatever entgate says.
   publicKeys: [readFileSync(required('ENTGATE_LICENCE_PUBLIC_KEY'), 'utf8')],
   // Kept up to date here, and read at start: the service starts even when entgate is down.

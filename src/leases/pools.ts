@@ -40,6 +40,9 @@ export class PoolAdmin {
     if (patch.seats !== undefined && current.kind === 'licence_capacity') {
       throw new ValidationError(`the seats of pool ${name} are the installed licence's limit of capacity ${current.licenceCapacity}: install a licence instead`);
     }
+    if (patch.requireSignedRequests !== undefined && current.kind === 'licence_capacity') {
+      throw new ValidationError(`pool ${name} is taken only through capacity claims (/v1/capacities), never with signed lease requests`);
+    }
     if (patch.anonymous && current.kind !== 'named') throw notAnonymous(name);
     const merged = { ...current, ...definedOnly(patch) };
     checkPoolLimits(merged);
@@ -48,7 +51,7 @@ export class PoolAdmin {
 
   async deletePool(name: string, force: boolean): Promise<void> {
     if ((await this.repo.getPool(name))?.kind === 'licence_capacity') {
-      throw new ConflictError('pool_owned_by_licence', `pool ${name} holds the claims of a licence capacity: release them at /v1/capacities instead`);
+      throw new ConflictError('pool_owned_by_licence', `pool ${name} holds the claims of a licence capacity: it lives as long as the licence names it (with 0 seats once it does not); release a claim at /admin/v1/licence/capacities/${name}/claims/<id>`);
     }
     const result = await this.repo.deletePool(name, force);
     if (result === 'not_found') notFoundPool(name);

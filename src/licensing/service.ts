@@ -247,7 +247,7 @@ export class LicenceService {
       case 'full': {
         const retry = result.earliestExpiry && result.now ? Math.max(1, Math.ceil((result.earliestExpiry.getTime() - result.now.getTime()) / 1000)) : undefined;
         return throwing(
-          refused(409, 'capacity_exceeded', `all ${result.limit} of ${capacity} are in use`, { capacity, limit: result.limit, inUse: result.inUse }, retry !== undefined ? { 'Retry-After': String(retry) } : undefined),
+          refused(409, 'capacity_exceeded', result.limit === 0 ? `the licence allows none of ${capacity}` : `all ${result.limit} of ${capacity} are in use`, { capacity, limit: result.limit, inUse: result.inUse }, retry !== undefined ? { 'Retry-After': String(retry) } : undefined),
         );
       }
       case 'expired':

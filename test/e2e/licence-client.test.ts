@@ -49,7 +49,7 @@ describe('LicenceClient against entgate as a process', () => {
         PATH: process.env.PATH ?? '',
         HOME: process.env.HOME ?? '',
         ENTGATE_URL: server.url,
-        ENTGATE_TOKEN: credential,
+        ENTGATE_CLIENT_TOKEN: credential,
         ENTGATE_LICENCE_PUBLIC_KEY: vendor.publicKeyFile,
         LICENCE_FILE: join(dir, 'example', 'licence.jwt'),
         PORT: '0',

@@ -533,6 +533,8 @@ for (const target of databaseTargets) {
       const patched = await api().patch('/admin/v1/pools/concurrent:calls').set(AUTH).send({ seats: 50 });
       assert.equal(patched.status, 400, JSON.stringify(patched.body));
       assert.match(patched.body.message, /licence/);
+      const signed = await api().patch('/admin/v1/pools/concurrent:calls').set(AUTH).send({ requireSignedRequests: true });
+      assert.equal(signed.status, 400, JSON.stringify(signed.body));
       const deleted = await api().delete('/admin/v1/pools/concurrent:calls?force=true').set(AUTH);
       assert.deepEqual([deleted.status, deleted.body.code], [409, 'pool_owned_by_licence']);
       const byName = await api().post('/v1/leases').set(AUTH).send({ pool: 'concurrent:calls', clientId: 'sneaky' });
