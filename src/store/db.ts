@@ -23,9 +23,10 @@ export interface Database {
    */
   prepared<Row>(name: string, sql: string, params: unknown[]): Promise<Row[]>;
   /**
-   * Subscribes to a notification channel. On PostgreSQL this holds a dedicated connection that
-   * reconnects (every second) after it is lost and then calls `onReconnect`, since notifications
-   * sent meanwhile are gone. Resolves with the unsubscribe function.
+   * Subscribes to a notification channel (one subscriber per channel). On PostgreSQL every
+   * channel of a handle shares one dedicated connection, which reconnects (every second) after
+   * it is lost and then calls each `onReconnect`, since notifications sent meanwhile are gone.
+   * Resolves with the unsubscribe function.
    */
   listen(channel: string, onMessage: (payload: string) => void, onReconnect: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
@@ -121,13 +122,12 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           await pool.releaseConnection(connection);
         }
       },
-      listen: (channel, onMessage, onReconnect) =>
-        listenPostgres(
-          { connectionString: options.databaseUrl!, connectionTimeoutMillis: connectTimeoutMs, query_timeout: queryTimeoutMs + CLIENT_TIMEOUT_MARGIN_MS, keepAlive: true },
-          channel,
-          onMessage,
-          onReconnect,
-        ),
+      listen: postgresListener({
+        connectionString: options.databaseUrl,
+        connectionTimeoutMillis: connectTimeoutMs,
+        query_timeout: queryTimeoutMs + CLIENT_TIMEOUT_MARGIN_MS,
+        keepAlive: true,
+      }),
       close: () => knex.destroy(),
     };
   }
@@ -168,20 +168,25 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   }
 }
 
-async function listenPostgres(
-  settings: pg.ClientConfig,
-  channel: string,
-  onMessage: (payload: string) => void,
-  onReconnect: () => void,
-): Promise<() => Promise<void>> {
+/**
+ * LISTEN on PostgreSQL: one dedicated connection per database handle, whatever the number of
+ * channels (the caches' invalidations, the licence stream), so that each process holds one
+ * listening connection. A lost connection is made again a second later, one attempt at a
+ * time; once back it listens on every channel again and tells each subscriber
+ * (`onReconnect`), since what was published meanwhile is lost.
+ */
+function postgresListener(settings: pg.ClientConfig) {
+  const channels = new Map<string, { onMessage: (payload: string) => void; onReconnect: () => void }>();
   let client: pg.Client | undefined;
-  let closed = false;
+  /** The channels the current connection listens on. */
+  let listened = new Set<string>();
+  let connecting: Promise<void> | undefined;
   let retry: NodeJS.Timeout | undefined;
   const schedule = () => {
-    if (closed || retry) return;
+    if (channels.size === 0 || retry) return;
     retry = setTimeout(() => {
       retry = undefined;
-      void connect(true);
+      connecting = connect(true);
     }, 1000);
     retry.unref();
   };
@@ -190,24 +195,50 @@ async function listenPostgres(
     // fails and the next one follows a second later: one attempt at a time, never a pile.
     const c = new pg.Client(settings);
     client = c;
-    c.on('notification', (m) => onMessage(m.payload ?? ''));
+    listened = new Set();
+    c.on('notification', (m) => channels.get(m.channel)?.onMessage(m.payload ?? ''));
     // A connection given up on may still report its end later: only the current one reconnects.
     c.on('error', () => client === c && schedule());
     c.on('end', () => client === c && schedule());
     try {
       await c.connect();
-      await c.query(`listen ${channel}`);
-      if (reconnecting) onReconnect();
+      for (const channel of channels.keys()) {
+        await c.query(`listen ${channel}`);
+        if (client === c) listened.add(channel);
+      }
+      if (reconnecting) for (const { onReconnect } of channels.values()) onReconnect();
     } catch {
       c.end().catch(() => {});
       schedule();
     }
   };
-  await connect(false);
-  return async () => {
-    closed = true;
-    if (retry) clearTimeout(retry);
-    await client?.end().catch(() => {});
+  return async (channel: string, onMessage: (payload: string) => void, onReconnect: () => void): Promise<() => Promise<void>> => {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`not a channel name: ${channel}`);
+    if (channels.has(channel)) throw new Error(`channel ${channel} has a listener already`);
+    channels.set(channel, { onMessage, onReconnect });
+    if (!client) connecting = connect(false);
+    await connecting;
+    // Joined a connection already made (by an earlier listener): listen on it too.
+    if (client && !listened.has(channel)) {
+      const c = client;
+      await c.query(`listen ${channel}`).then(
+        () => client === c && listened.add(channel),
+        () => schedule(),
+      );
+    }
+    return async () => {
+      if (!channels.delete(channel)) return;
+      if (channels.size > 0) {
+        listened.delete(channel);
+        await client?.query(`unlisten ${channel}`).catch(() => {});
+        return;
+      }
+      if (retry) clearTimeout(retry);
+      retry = undefined;
+      const last = client;
+      client = undefined;
+      await last?.end().catch(() => {});
+    };
   };
 }
 
