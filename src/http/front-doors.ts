@@ -103,8 +103,8 @@ export class FrontDoors {
         else this.perClient.set(client, left);
       }
     };
-    // A long-lived stream leaves the counts once established (lib/http/long-lived.ts).
-    onLeavingAdmission(res, leave);
+    // A long-lived stream (only /v1 serves any) leaves the counts once established (lib/http/long-lived.ts).
+    if (door === 'leases') onLeavingAdmission(res, leave);
     // 'close' follows every response, finished or cut off, exactly once.
     res.once('close', () => {
       this.open.delete(res);
