@@ -378,10 +378,14 @@ describe('hostile queries against the rUS check', () => {
         const answer = await raw(path, target);
         assert.ok(answer.status !== undefined, `no answer for ${where}`);
         assert.ok(answer.status < 500, `${answer.status} for ${where}`);
-        if (target.every((b) => b > 0x20 && b < 0x7f)) {
+        // Node's parser takes spaces between the target and the version as one: trailing spaces are not the target's.
+        let end = target.length;
+        while (end > 0 && target[end - 1] === 0x20) end--;
+        const seen = target.subarray(0, end);
+        if (seen.every((b) => b > 0x20 && b < 0x7f)) {
           // A request line node accepts: entgate parses exactly these bytes.
           const type = /\r\ncontent-type: ([^\r]*)/i.exec(answer.head)?.[1];
-          await assertMatchesModel(answer.status, type, answer.body, target.toString('latin1'), where);
+          await assertMatchesModel(answer.status, type, answer.body, seen.toString('latin1'), where);
         } else {
           // Node's HTTP parser refuses the request line before entgate sees it.
           assert.equal(answer.status, 400, where);
