@@ -14,11 +14,12 @@ export const poolName = z.string().regex(POOL_NAME, {
 export const anyPoolName = z.string().regex(new RegExp(`^(?:[a-z0-9][a-z0-9._-]{0,62}|concurrent:${LICENCE_NAME.source.slice(1, -1)})$`), { error: 'not a pool name' });
 
 const clientId = z.string().regex(CLIENT_ID, { error: 'clientId is 1 to 128 printable ASCII characters without spaces' });
-const ttlSeconds = z.number().int().min(1).max(7 * 86_400);
+export const ttlSeconds = z.number().int().min(1).max(7 * 86_400);
 /** Milliseconds since the epoch: required in signed requests, ignored otherwise. */
 const ts = z.number().int().nonnegative().optional();
 
-const metadata = z
+/** A holder's metadata (leases, and licence capacity claims). */
+export const metadata = z
   .record(z.string().max(64), z.unknown())
   .refine((m) => Object.keys(m).length <= 32 && JSON.stringify(m).length <= 4096, {
     message: 'metadata is at most 32 keys and 4 KiB of JSON',

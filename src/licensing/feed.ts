@@ -46,8 +46,10 @@ export class LicenceFeed {
     private readonly logger: Logger,
   ) {}
 
-  async start(): Promise<void> {
-    this.lastSeq = (await this.repo.current())?.seq ?? 0;
+  /** Listens for new licences; answers the current one. */
+  async start(): Promise<InstalledLicence | undefined> {
+    const current = await this.repo.current();
+    this.lastSeq = current?.seq ?? 0;
     this.unsubscribe = await this.db.listen(
       CHANNEL,
       () => this.refresh(),
@@ -57,6 +59,7 @@ export class LicenceFeed {
       for (const res of this.subscribers.keys()) res.write(': keepalive\n\n');
     }, KEEPALIVE_MS);
     this.keepalive.unref();
+    return current;
   }
 
   get subscriberCount(): number {

@@ -12,15 +12,12 @@ import type { LicenceService, Granted, Asker } from './service.ts';
 import type { LicenceFeed } from './feed.ts';
 import { licenceMessage } from './feed.ts';
 import type { Claim, InstalledLicence, LicenceEvent } from './repo.ts';
+import { metadata, ttlSeconds } from '../leases/schemas.ts';
 
 /** An entity id (a user, a device, a call): 1 to 256 characters, no spaces or control characters. */
 const ENTITY_ID = /^[^\x00-\x20\x7f]{1,256}$/u;
 const entityId = z.string().regex(ENTITY_ID, { error: 'id is 1 to 256 characters without spaces or control characters' });
 
-const metadata = z
-  .record(z.string().max(64), z.unknown())
-  .refine((m) => Object.keys(m).length <= 32 && JSON.stringify(m).length <= 4096, { message: 'metadata is at most 32 keys and 4 KiB of JSON' });
-const ttlSeconds = z.number().int().min(1).max(7 * 86_400);
 
 export const claimBody = z.strictObject({ id: entityId, ttlSeconds: ttlSeconds.optional(), metadata: metadata.optional() });
 export const heartbeatBody = z.strictObject({ ttlSeconds: ttlSeconds.optional() });

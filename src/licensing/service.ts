@@ -12,7 +12,8 @@ import {
   type TrustedKey,
 } from '../domain/licence.ts';
 import type { SeatEngine } from '../leases/seats.ts';
-import { LicenceRepo, type CapacityState, type Claim, type ClaimResult, type InstalledLicence, type Installation, type LicenceEvent, type LicenceEventType } from './repo.ts';
+import { heartbeatFor, retryAfterSeconds } from '../leases/rules.ts';
+import { LicenceRepo, leaseClaim, type CapacityState, type Claim, type ClaimResult, type InstalledLicence, type Installation, type LicenceEvent, type LicenceEventType } from './repo.ts';
 
 export interface CapacityDefaults {
   /** A `concurrent:` claim's TTL when the claim names none, its largest, and the heartbeat interval advised. */
@@ -242,10 +243,10 @@ export class LicenceService {
           claim: result.claim,
           limit: result.limit,
           inUse: result.inUse,
-          heartbeatIntervalSeconds: result.pool ? Math.max(1, Math.min(result.pool.heartbeatIntervalSeconds, Math.floor((result.claim.ttlSeconds ?? 0) / 3))) : null,
+          heartbeatIntervalSeconds: result.pool ? heartbeatFor(result.claim.ttlSeconds ?? 0, result.pool) : null,
         };
       case 'full': {
-        const retry = result.earliestExpiry && result.now ? Math.max(1, Math.ceil((result.earliestExpiry.getTime() - result.now.getTime()) / 1000)) : undefined;
+        const retry = result.earliestExpiry && result.now ? retryAfterSeconds(result.earliestExpiry, result.now) : undefined;
         return throwing(
           refused(409, 'capacity_exceeded', result.limit === 0 ? `the licence allows none of ${capacity}` : `all ${result.limit} of ${capacity} are in use`, { capacity, limit: result.limit, inUse: result.inUse }, retry !== undefined ? { 'Retry-After': String(retry) } : undefined),
         );
@@ -280,8 +281,7 @@ export class LicenceService {
     if (ttl > held.pool.maxTtlSeconds) throw new ValidationError(`ttlSeconds is at most ${held.pool.maxTtlSeconds} for ${capacity}`);
     const renewed = await this.seats.renew(leaseId, ttl, null);
     if (renewed.kind !== 'renewed') throw notHeld(capacity, entityId);
-    const claim = (await this.repo.held(capacity, entityId)) ?? notHeldThrow(capacity, entityId);
-    return { created: false, claim, limit: held.pool.seats, inUse: null, heartbeatIntervalSeconds: Math.max(1, Math.min(held.pool.heartbeatIntervalSeconds, Math.floor(ttl / 3))) };
+    return { created: false, claim: leaseClaim(capacity, renewed.lease), limit: held.pool.seats, inUse: null, heartbeatIntervalSeconds: heartbeatFor(ttl, held.pool) };
   }
 
   async release(capacity: string, entityId: string, who: Asker, reason: string | null = null): Promise<void> {

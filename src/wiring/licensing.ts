@@ -24,7 +24,7 @@ export async function wireLicensing(base: Foundation, pre: Preflight, leases: Le
   const { config, logger, life, db } = base;
   const repo = new LicenceRepo(db.knex);
   const feed = new LicenceFeed(db, repo, logger);
-  await life.acquire('licence feed', () => feed.start(), () => feed.close());
+  const current = await life.acquire('licence feed', () => feed.start(), () => feed.close());
   const service = new LicenceService(
     repo,
     leases.service.seats,
@@ -49,7 +49,6 @@ export async function wireLicensing(base: Foundation, pre: Preflight, leases: Le
   }, config.leaseTidySeconds * 1000);
   tidy.unref();
   life.add('licence tidy', () => clearInterval(tidy));
-  const current = await repo.current();
   if (current) logger.info({ licenceId: current.licence.id, tenant: current.licence.tenant, expiresAt: current.licence.expiresAt.toISOString() }, 'licence');
   return {
     service,
